@@ -1,0 +1,76 @@
+//! The subcommands, glued from the engine, the client and the host network.
+
+use crate::cli::{SendArgs, ServeArgs};
+use crate::client;
+use crate::engine::{Config, LogLevel, Server};
+use crate::net::HostNetwork;
+use anyhow::Context;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+
+/// Runs `echokit serve` until a fatal error.
+pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let log = match (args.quiet, args.verbose) {
+        (true, _) => LogLevel::Silent,
+        (false, true) => LogLevel::Connections,
+        (false, false) => LogLevel::Errors,
+    };
+    let config = Config {
+        max_connections: args.max_connections as usize,
+        idle_timeout: args.idle_timeout,
+        log,
+        ..Config::default()
+    };
+    let net = HostNetwork::new().context("cannot open the network")?;
+    let mut server = Server::bind(net, args.listen, args.backlog, config)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let bound = server.local_addr()?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {bound}")?;
+    stdout.flush()?;
+    if !bound.ip().is_loopback() && log > LogLevel::Silent {
+        eprintln!("echokit: warning: {bound} is not a loopback address; the echo service is reachable from the network");
+    }
+    server.run().context("event loop failed")
+}
+
+/// Runs `echokit send`: returns an error wrapping
+/// [`client::EchoMismatch`] when the echo differs.
+pub fn send(args: &SendArgs) -> anyhow::Result<()> {
+    let input = read_input(&args.input)?;
+    let mut net = HostNetwork::new().context("cannot open the network")?;
+    let mut out = open_output(&args.output)?;
+    client::send(&mut net, args.connect, &input, &mut out).map_err(|err| {
+        if err.is::<client::EchoMismatch>() {
+            err
+        } else {
+            err.context(format!("echo via {} failed", args.connect))
+        }
+    })?;
+    Ok(())
+}
+
+fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if is_stdio(path) {
+        let mut input = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut input)
+            .context("cannot read standard input")?;
+        return Ok(input);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn open_output(path: &Path) -> anyhow::Result<Box<dyn Write>> {
+    if is_stdio(path) {
+        return Ok(Box::new(BufWriter::new(io::stdout().lock())));
+    }
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(Box::new(BufWriter::new(file)))
+}

@@ -1,0 +1,178 @@
+//! One echo connection: read, send back, and hold back reading while the
+//! peer is slow to take its echo.
+
+use crate::net::{would_block, Interest, Network, SocketId};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Reads and writes one connection may do per turn before yielding to the
+/// others, so a fast stream cannot starve its neighbours.
+const OPERATIONS_PER_TURN: usize = 32;
+
+/// Where a connection stands after being driven.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Waiting for readiness.
+    Waiting,
+    /// Used up its turn while it could still make progress; drive it again soon.
+    Yielded,
+    /// The peer closed its side and got every byte back; close the socket.
+    Finished,
+}
+
+/// Echo state of one accepted connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// When the connection was accepted.
+    pub opened: Duration,
+    /// Last time any byte moved.
+    pub last_active: Duration,
+    /// Bytes echoed back so far.
+    pub echoed: u64,
+    /// Echo bytes read but not yet sent: `unsent[sent..]`. Empty and
+    /// unallocated while the peer keeps up.
+    unsent: Vec<u8>,
+    sent: usize,
+    peer_done: bool,
+    interest: Interest,
+}
+
+impl Connection {
+    /// A fresh connection accepted at `now`.
+    pub fn new(peer: SocketAddr, now: Duration) -> Self {
+        Connection {
+            peer,
+            opened: now,
+            last_active: now,
+            echoed: 0,
+            unsent: Vec::new(),
+            sent: 0,
+            peer_done: false,
+            interest: Interest::NONE,
+        }
+    }
+
+    /// Bytes waiting to be echoed.
+    pub fn backlog(&self) -> usize {
+        self.unsent.len() - self.sent
+    }
+
+    /// Moves bytes until the socket would block, the turn is used up, or the
+    /// echo is complete. `scratch` is shared by all connections; `bound` caps
+    /// [`Connection::backlog`]; `now` stamps activity.
+    pub fn drive<N: Network>(
+        &mut self,
+        net: &mut N,
+        id: SocketId,
+        scratch: &mut [u8],
+        bound: usize,
+        now: Duration,
+    ) -> io::Result<Progress> {
+        let progress = self.pump(net, id, scratch, bound, now)?;
+        if progress != Progress::Finished {
+            let interest = Interest {
+                read: !self.peer_done && self.backlog() < bound,
+                write: self.backlog() > 0 || self.peer_done,
+            };
+            if interest != self.interest {
+                net.set_interest(id, interest);
+                self.interest = interest;
+            }
+        }
+        Ok(progress)
+    }
+
+    fn pump<N: Network>(
+        &mut self,
+        net: &mut N,
+        id: SocketId,
+        scratch: &mut [u8],
+        bound: usize,
+        now: Duration,
+    ) -> io::Result<Progress> {
+        for _ in 0..OPERATIONS_PER_TURN {
+            if self.backlog() > 0 {
+                let sent = ok_or_would_block(net.write(id, &self.unsent[self.sent..]))?;
+                self.record_sent(sent, now);
+                if self.backlog() > 0 && sent == 0 && (self.peer_done || self.backlog() >= bound) {
+                    return Ok(Progress::Waiting);
+                }
+            }
+            if self.peer_done {
+                if self.backlog() > 0 {
+                    continue;
+                }
+                return match net.shutdown_write(id) {
+                    Ok(()) => Ok(Progress::Finished),
+                    Err(err) if would_block(&err) => Ok(Progress::Waiting),
+                    Err(err) => Err(err),
+                };
+            }
+            let room = (bound - self.backlog()).min(scratch.len());
+            if room == 0 {
+                continue;
+            }
+            let read = match net.read(id, &mut scratch[..room]) {
+                Ok(0) => {
+                    self.peer_done = true;
+                    continue;
+                }
+                Ok(read) => read,
+                Err(err) if would_block(&err) => return Ok(Progress::Waiting),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            self.last_active = now;
+            let data = &scratch[..read];
+            if self.backlog() > 0 {
+                self.queue(data);
+            } else {
+                // The common case: echo straight from the shared buffer and
+                // keep only what the socket would not take.
+                let sent = ok_or_would_block(net.write(id, data))?;
+                self.record_sent(sent, now);
+                self.queue(&data[sent..]);
+            }
+        }
+        Ok(Progress::Yielded)
+    }
+
+    fn record_sent(&mut self, sent: usize, now: Duration) {
+        if sent == 0 {
+            return;
+        }
+        self.echoed += sent as u64;
+        self.last_active = now;
+        if self.unsent.is_empty() {
+            return;
+        }
+        self.sent += sent;
+        if self.sent == self.unsent.len() {
+            // Release the memory: idle connections cost no buffer.
+            self.unsent = Vec::new();
+            self.sent = 0;
+        }
+    }
+
+    fn queue(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.sent > 0 {
+            self.unsent.drain(..self.sent);
+            self.sent = 0;
+        }
+        self.unsent.extend_from_slice(data);
+    }
+}
+
+/// Maps "would block" to zero bytes moved.
+fn ok_or_would_block(result: io::Result<usize>) -> io::Result<usize> {
+    match result {
+        Err(err) if would_block(&err) => Ok(0),
+        other => other,
+    }
+}

@@ -1,0 +1,273 @@
+//! The echo engine: accepts connections and echoes them on any [`Network`].
+//!
+//! One event loop serves every connection; nothing here knows which host the
+//! sockets belong to.
+
+mod connection;
+
+pub use connection::{Connection, Progress};
+
+use crate::net::{explain, would_block, Interest, Network, SocketId};
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Size of the read buffer shared by all connections of one server.
+const SCRATCH_SIZE: usize = 64 * 1024;
+/// Connections accepted per turn before other work gets a chance.
+const ACCEPTS_PER_TURN: usize = 64;
+/// How long accepting pauses after an accept error such as "too many open
+/// files", so a full descriptor table does not turn into a busy loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What the server reports on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Nothing at all.
+    Silent,
+    /// Server-level errors only.
+    Errors,
+    /// Also every connection's open and close.
+    Connections,
+}
+
+/// Server limits and behaviour.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Connections served at once; more are closed as soon as accepted.
+    pub max_connections: usize,
+    /// Close connections that moved no byte for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Unsent echo bytes one connection may hold before reading pauses.
+    pub max_backlog: usize,
+    /// What to report on stderr.
+    pub log: LogLevel,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_connections: 10_000,
+            idle_timeout: None,
+            max_backlog: 64 * 1024,
+            log: LogLevel::Errors,
+        }
+    }
+}
+
+/// An echo server listening on one socket of `N`.
+pub struct Server<N: Network> {
+    net: N,
+    config: Config,
+    listener: SocketId,
+    connections: Vec<Option<Connection>>,
+    open: usize,
+    scratch: Box<[u8]>,
+    ready: Vec<SocketId>,
+    /// Sockets that yielded with work left; driven next turn without waiting.
+    again: Vec<SocketId>,
+    accept_paused_until: Option<Duration>,
+    next_idle_sweep: Option<Duration>,
+}
+
+impl<N: Network> Server<N> {
+    /// Listens on `addr` with the given accept `backlog`.
+    pub fn bind(mut net: N, addr: SocketAddr, backlog: u32, config: Config) -> io::Result<Self> {
+        let listener = net.listen(addr, backlog).map_err(|err| explain(err, addr))?;
+        net.set_interest(listener, Interest::READ);
+        let next_idle_sweep = config
+            .idle_timeout
+            .map(|idle| net.now() + sweep_interval(idle));
+        Ok(Server {
+            net,
+            config,
+            listener,
+            connections: Vec::new(),
+            open: 0,
+            scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            ready: Vec::new(),
+            again: Vec::new(),
+            accept_paused_until: None,
+            next_idle_sweep,
+        })
+    }
+
+    /// The address actually bound (with the real port when asked for port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.net.local_addr(self.listener)
+    }
+
+    /// Connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.open
+    }
+
+    /// Echo bytes held in memory across all connections.
+    pub fn buffered_bytes(&self) -> usize {
+        self.connections
+            .iter()
+            .flatten()
+            .map(Connection::backlog)
+            .sum()
+    }
+
+    /// Serves until an error on the listener or the event loop itself.
+    pub fn run(&mut self) -> io::Result<()> {
+        loop {
+            self.turn(None)?;
+        }
+    }
+
+    /// Waits for readiness (at most `max_wait`, if given) and does every bit
+    /// of work that is ready.
+    pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
+        let timeout = if self.again.is_empty() {
+            self.next_deadline()
+                .map(|deadline| deadline.saturating_sub(self.net.now()))
+                .into_iter()
+                .chain(max_wait)
+                .min()
+        } else {
+            Some(Duration::ZERO)
+        };
+        let mut ready = mem::take(&mut self.ready);
+        ready.clear();
+        self.net.wait(timeout, &mut ready)?;
+        ready.append(&mut self.again);
+        let now = self.net.now();
+        for &id in &ready {
+            if id == self.listener {
+                self.accept(now);
+            } else {
+                self.drive(id, now);
+            }
+        }
+        self.ready = ready;
+        self.maintain(now);
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        self.accept_paused_until
+            .into_iter()
+            .chain(self.next_idle_sweep)
+            .min()
+    }
+
+    fn accept(&mut self, now: Duration) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        for _ in 0..ACCEPTS_PER_TURN {
+            match self.net.accept(self.listener) {
+                Ok((id, peer)) => self.admit(id, peer, now),
+                Err(err) if would_block(&err) => return,
+                Err(err) if transient_accept_error(&err) => continue,
+                Err(err) => {
+                    self.log(
+                        LogLevel::Errors,
+                        format_args!("accept failed: {err}; pausing"),
+                    );
+                    self.net.set_interest(self.listener, Interest::NONE);
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+        self.again.push(self.listener);
+    }
+
+    fn admit(&mut self, id: SocketId, peer: SocketAddr, now: Duration) {
+        if self.open >= self.config.max_connections {
+            self.net.close(id);
+            self.log(
+                LogLevel::Connections,
+                format_args!("refused {peer}: --max-connections reached"),
+            );
+            return;
+        }
+        if self.connections.len() <= id.0 {
+            self.connections.resize_with(id.0 + 1, || None);
+        }
+        self.connections[id.0] = Some(Connection::new(peer, now));
+        self.open += 1;
+        self.log(LogLevel::Connections, format_args!("open {peer}"));
+        self.drive(id, now);
+    }
+
+    fn drive(&mut self, id: SocketId, now: Duration) {
+        let Some(Some(conn)) = self.connections.get_mut(id.0) else {
+            return;
+        };
+        let bound = self.config.max_backlog;
+        match conn.drive(&mut self.net, id, &mut self.scratch, bound, now) {
+            Ok(Progress::Waiting) => {}
+            Ok(Progress::Yielded) => self.again.push(id),
+            Ok(Progress::Finished) => self.close(id, now, "closed by peer"),
+            Err(err) => self.close(id, now, &err.to_string()),
+        }
+    }
+
+    fn close(&mut self, id: SocketId, now: Duration, reason: &str) {
+        let Some(conn) = self.connections.get_mut(id.0).and_then(Option::take) else {
+            return;
+        };
+        self.net.close(id);
+        self.open -= 1;
+        let seconds = now.saturating_sub(conn.opened).as_secs_f64();
+        self.log(
+            LogLevel::Connections,
+            format_args!(
+                "close {}: echoed {} bytes in {seconds:.3}s ({reason})",
+                conn.peer, conn.echoed
+            ),
+        );
+    }
+
+    fn maintain(&mut self, now: Duration) {
+        if self.accept_paused_until.is_some_and(|until| now >= until) {
+            self.accept_paused_until = None;
+            self.net.set_interest(self.listener, Interest::READ);
+            self.again.push(self.listener);
+        }
+        let (Some(idle), Some(sweep)) = (self.config.idle_timeout, self.next_idle_sweep) else {
+            return;
+        };
+        if now < sweep {
+            return;
+        }
+        let idle_ids: Vec<SocketId> = (self.connections.iter().enumerate())
+            .filter_map(|(key, conn)| {
+                let conn = conn.as_ref()?;
+                (now.saturating_sub(conn.last_active) >= idle).then_some(SocketId(key))
+            })
+            .collect();
+        for id in idle_ids {
+            self.close(id, now, "idle timeout");
+        }
+        self.next_idle_sweep = Some(now + sweep_interval(idle));
+    }
+
+    fn log(&self, level: LogLevel, message: std::fmt::Arguments) {
+        if self.config.log >= level {
+            eprintln!("echokit: {message}");
+        }
+    }
+}
+
+/// How often idle connections are looked for: a quarter of the timeout, so
+/// a connection closes between 1 and 1.25 timeouts after its last byte.
+fn sweep_interval(idle: Duration) -> Duration {
+    (idle / 4).max(Duration::from_millis(10))
+}
+
+/// Accept errors that concern one connection, not the listener.
+fn transient_accept_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}

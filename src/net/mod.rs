@@ -1,0 +1,123 @@
+//! The socket abstraction the engine is written against.
+//!
+//! [`Network`] is deliberately small and readiness-based: every operation is
+//! non-blocking (apart from [`Network::connect`]) and reports
+//! [`io::ErrorKind::WouldBlock`] when it cannot make progress, and
+//! [`Network::wait`] sleeps until some socket may be ready. Readiness is only
+//! a hint: callers retry operations after any wake-up and must tolerate
+//! spurious ones. That contract fits both `mio` (edge-triggered) and
+//! `wasi:io/poll` (level-triggered).
+//!
+//! Backends:
+//! - `native`: std sockets made non-blocking, `mio` for readiness;
+//! - `wasi`: WASI 0.2 sockets and pollables through the `wasi` crate;
+//! - [`loopback`]: an in-memory, deterministic network for tests.
+
+pub mod loopback;
+
+#[cfg(not(target_os = "wasi"))]
+mod native;
+#[cfg(target_os = "wasi")]
+mod wasi;
+
+#[cfg(target_os = "wasi")]
+pub use self::wasi::WasiNetwork as HostNetwork;
+#[cfg(not(target_os = "wasi"))]
+pub use native::NativeNetwork as HostNetwork;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Names one socket owned by a [`Network`].
+///
+/// Ids are small integers that a backend reuses after [`Network::close`], so
+/// callers can index tables with them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub usize);
+
+/// What a caller wants to be woken for on one socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// Wake when the socket may be readable (or, for a listener, acceptable).
+    pub read: bool,
+    /// Wake when the socket may accept more output.
+    pub write: bool,
+}
+
+impl Interest {
+    /// No wake-ups at all.
+    pub const NONE: Interest = Interest {
+        read: false,
+        write: false,
+    };
+    /// Wake-ups for reading or accepting only.
+    pub const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+}
+
+/// A host's TCP sockets, driven by readiness.
+pub trait Network {
+    /// Binds `addr`, listens with `backlog`, and returns the listener.
+    fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId>;
+
+    /// Connects to `addr`, blocking until the connection is established.
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId>;
+
+    /// Accepts one pending connection, returning it and its peer address.
+    fn accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)>;
+
+    /// The local address a socket is bound to.
+    fn local_addr(&self, id: SocketId) -> io::Result<SocketAddr>;
+
+    /// Reads into `buf`; `Ok(0)` means the peer closed its side.
+    fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Writes a prefix of `buf`, returning how much was taken.
+    fn write(&mut self, id: SocketId, buf: &[u8]) -> io::Result<usize>;
+
+    /// Half-closes the socket's sending side once everything written has
+    /// been handed to the host; may report `WouldBlock` until then.
+    fn shutdown_write(&mut self, id: SocketId) -> io::Result<()>;
+
+    /// Closes a socket and forgets its id.
+    fn close(&mut self, id: SocketId);
+
+    /// Sets which readiness events [`Network::wait`] reports for `id`.
+    fn set_interest(&mut self, id: SocketId, interest: Interest);
+
+    /// Waits up to `timeout` (forever if `None`) and appends to `ready` the
+    /// sockets that may now make progress.
+    fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()>;
+
+    /// Monotonic time since the network was created.
+    fn now(&self) -> Duration;
+}
+
+/// Adds the likely cause and remedy to the listen and connect errors users
+/// meet most.
+pub fn explain(err: io::Error, addr: SocketAddr) -> io::Error {
+    let hint = match err.kind() {
+        io::ErrorKind::AddrInUse => "is another server running there? (port 0 picks a free port)",
+        io::ErrorKind::ConnectionRefused => "is an echo server listening there?",
+        io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "ports below 1024 are privileged: run as root, grant CAP_NET_BIND_SERVICE, \
+             or use a port of 1024 or above"
+        }
+        _ => return err,
+    };
+    // OS errors read "Connection refused (os error 111)"; the kind alone is
+    // clearer. Messages a backend wrote itself are kept.
+    let what = match err.raw_os_error() {
+        Some(_) => err.kind().to_string(),
+        None => err.to_string(),
+    };
+    io::Error::new(err.kind(), format!("{what}; {hint}"))
+}
+
+/// Whether an I/O error only means "not now".
+pub fn would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}

@@ -1,0 +1,182 @@
+//! Native backend: std sockets in non-blocking mode, `mio` for readiness.
+
+use super::{Interest, Network, SocketId};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Poll, Token};
+use slab::Slab;
+use socket2::{Domain, Socket as RawSocket, Type};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Sockets of the host operating system.
+pub struct NativeNetwork {
+    poll: Poll,
+    events: Events,
+    sockets: Slab<Entry>,
+    epoch: Instant,
+}
+
+struct Entry {
+    socket: Socket,
+    interest: Interest,
+}
+
+enum Socket {
+    Listener(TcpListener),
+    Stream(TcpStream),
+}
+
+impl Socket {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Socket::Listener(listener) => listener,
+            Socket::Stream(stream) => stream,
+        }
+    }
+}
+
+impl NativeNetwork {
+    /// Creates the network and its readiness queue.
+    pub fn new() -> io::Result<Self> {
+        Ok(NativeNetwork {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            sockets: Slab::new(),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn insert(&mut self, socket: Socket) -> SocketId {
+        SocketId(self.sockets.insert(Entry {
+            socket,
+            interest: Interest::NONE,
+        }))
+    }
+
+    fn stream(&mut self, id: SocketId) -> io::Result<&mut TcpStream> {
+        match self.sockets.get_mut(id.0) {
+            Some(Entry {
+                socket: Socket::Stream(stream),
+                ..
+            }) => Ok(stream),
+            _ => Err(not_a(id, "stream")),
+        }
+    }
+}
+
+fn not_a(id: SocketId, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("socket {} is not a {what}", id.0),
+    )
+}
+
+fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let socket = RawSocket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Like the classic threaded echo server: a restarted server can rebind
+    // at once while old connections linger in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+impl Network for NativeNetwork {
+    fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
+        let listener = TcpListener::from_std(bind_listener(addr, backlog)?);
+        Ok(self.insert(Socket::Listener(listener)))
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        Ok(self.insert(Socket::Stream(TcpStream::from_std(stream))))
+    }
+
+    fn accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)> {
+        let (stream, peer) = match self.sockets.get(listener.0) {
+            Some(Entry {
+                socket: Socket::Listener(listener),
+                ..
+            }) => listener.accept()?,
+            _ => return Err(not_a(listener, "listener")),
+        };
+        stream.set_nodelay(true)?;
+        Ok((self.insert(Socket::Stream(stream)), peer))
+    }
+
+    fn local_addr(&self, id: SocketId) -> io::Result<SocketAddr> {
+        match self.sockets.get(id.0).map(|entry| &entry.socket) {
+            Some(Socket::Listener(listener)) => listener.local_addr(),
+            Some(Socket::Stream(stream)) => stream.local_addr(),
+            None => Err(not_a(id, "socket")),
+        }
+    }
+
+    fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream(id)?.read(buf)
+    }
+
+    fn write(&mut self, id: SocketId, buf: &[u8]) -> io::Result<usize> {
+        self.stream(id)?.write(buf)
+    }
+
+    fn shutdown_write(&mut self, id: SocketId) -> io::Result<()> {
+        self.stream(id)?.shutdown(Shutdown::Write)
+    }
+
+    fn close(&mut self, id: SocketId) {
+        if let Some(mut entry) = self.sockets.try_remove(id.0) {
+            if entry.interest != Interest::NONE {
+                // Dropping the socket would unregister it too; this keeps the
+                // poll's bookkeeping exact.
+                let _ = self.poll.registry().deregister(entry.socket.source());
+            }
+        }
+    }
+
+    fn set_interest(&mut self, id: SocketId, interest: Interest) {
+        let Some(entry) = self.sockets.get_mut(id.0) else {
+            return;
+        };
+        if entry.interest == interest {
+            return;
+        }
+        let registry = self.poll.registry();
+        let token = Token(id.0);
+        let wanted = match (interest.read, interest.write) {
+            (true, true) => Some(mio::Interest::READABLE | mio::Interest::WRITABLE),
+            (true, false) => Some(mio::Interest::READABLE),
+            (false, true) => Some(mio::Interest::WRITABLE),
+            (false, false) => None,
+        };
+        let source = entry.socket.source();
+        let result = match (entry.interest == Interest::NONE, wanted) {
+            (true, Some(wanted)) => registry.register(source, token, wanted),
+            (false, Some(wanted)) => registry.reregister(source, token, wanted),
+            (false, None) => registry.deregister(source),
+            (true, None) => Ok(()),
+        };
+        // Registration only fails for invalid descriptors; the next
+        // operation on the socket reports that error to the caller.
+        if result.is_ok() {
+            entry.interest = interest;
+        }
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            result => result?,
+        }
+        ready.extend(self.events.iter().map(|event| SocketId(event.token().0)));
+        Ok(())
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+}

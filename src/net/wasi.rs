@@ -1,0 +1,338 @@
+//! WASI 0.2 backend: `wasi:sockets/tcp` sockets, `wasi:io` streams, and one
+//! `wasi:io/poll::poll` call over every interesting pollable as the event loop.
+//!
+//! WASI resources have parents: a pollable borrows the stream or socket it
+//! came from, and a socket's streams are its children. Dropping a parent
+//! first makes the runtime trap ("resource has children"), so the structs
+//! below declare children before parents: Rust drops fields in order.
+
+use super::{Interest, Network, SocketId};
+use ::wasi::clocks::monotonic_clock;
+use ::wasi::io::poll::{self, Pollable};
+use ::wasi::io::streams::{InputStream, OutputStream, StreamError};
+use ::wasi::sockets::instance_network::instance_network;
+use ::wasi::sockets::network::{
+    ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
+    Network as WasiNet,
+};
+use ::wasi::sockets::tcp::{ShutdownType, TcpSocket};
+use ::wasi::sockets::tcp_create_socket::create_tcp_socket;
+use slab::Slab;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::time::{Duration, Instant};
+
+/// Sockets granted to this component by its WASI runtime.
+pub struct WasiNetwork {
+    sockets: Slab<Entry>,
+    network: WasiNet,
+    epoch: Instant,
+}
+
+struct Entry {
+    socket: Socket,
+    interest: Interest,
+}
+
+enum Socket {
+    Listener(Listener),
+    Stream(Stream),
+}
+
+/// A listening socket; `acceptable` is ready when a connection is pending.
+struct Listener {
+    acceptable: Pollable,
+    socket: TcpSocket,
+}
+
+/// A connected socket and its two streams.
+struct Stream {
+    readable: Pollable,
+    writable: Pollable,
+    input: InputStream,
+    output: OutputStream,
+    socket: TcpSocket,
+    flushing: bool,
+}
+
+impl Stream {
+    fn new(socket: TcpSocket, input: InputStream, output: OutputStream) -> Self {
+        Stream {
+            readable: input.subscribe(),
+            writable: output.subscribe(),
+            input,
+            output,
+            socket,
+            flushing: false,
+        }
+    }
+}
+
+impl WasiNetwork {
+    /// Opens the component's instance network.
+    pub fn new() -> io::Result<Self> {
+        Ok(WasiNetwork {
+            sockets: Slab::new(),
+            network: instance_network(),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn insert(&mut self, socket: Socket) -> SocketId {
+        SocketId(self.sockets.insert(Entry {
+            socket,
+            interest: Interest::NONE,
+        }))
+    }
+
+    fn stream(&mut self, id: SocketId) -> io::Result<&mut Stream> {
+        match self.sockets.get_mut(id.0) {
+            Some(Entry {
+                socket: Socket::Stream(stream),
+                ..
+            }) => Ok(stream),
+            _ => Err(not_a(id, "stream")),
+        }
+    }
+
+    fn create_socket(&self, addr: SocketAddr) -> io::Result<TcpSocket> {
+        let family = match addr {
+            SocketAddr::V4(_) => IpAddressFamily::Ipv4,
+            SocketAddr::V6(_) => IpAddressFamily::Ipv6,
+        };
+        create_tcp_socket(family).map_err(to_io)
+    }
+}
+
+fn not_a(id: SocketId, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("socket {} is not a {what}", id.0),
+    )
+}
+
+/// Finishes a two-phase WASI operation, waiting on the socket as needed.
+fn finish<T>(socket: &TcpSocket, op: impl Fn() -> Result<T, ErrorCode>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(ErrorCode::WouldBlock) => socket.subscribe().block(),
+            result => return result.map_err(to_io),
+        }
+    }
+}
+
+fn to_io(code: ErrorCode) -> io::Error {
+    use io::ErrorKind as Kind;
+    let kind = match code {
+        ErrorCode::AccessDenied => {
+            return io::Error::new(
+                Kind::PermissionDenied,
+                "network access denied by the WebAssembly runtime; \
+                 run it with `wasmtime run -S inherit-network`",
+            )
+        }
+        ErrorCode::WouldBlock => Kind::WouldBlock,
+        ErrorCode::AddressInUse => Kind::AddrInUse,
+        ErrorCode::AddressNotBindable => Kind::AddrNotAvailable,
+        ErrorCode::ConnectionRefused => Kind::ConnectionRefused,
+        ErrorCode::ConnectionReset => Kind::ConnectionReset,
+        ErrorCode::ConnectionAborted => Kind::ConnectionAborted,
+        ErrorCode::InvalidArgument => Kind::InvalidInput,
+        ErrorCode::NotSupported => Kind::Unsupported,
+        ErrorCode::OutOfMemory => Kind::OutOfMemory,
+        ErrorCode::Timeout => Kind::TimedOut,
+        _ => Kind::Other,
+    };
+    io::Error::new(kind, code.message())
+}
+
+fn stream_error(err: StreamError) -> io::Error {
+    match err {
+        StreamError::Closed => io::ErrorKind::BrokenPipe.into(),
+        StreamError::LastOperationFailed(err) => {
+            io::Error::new(io::ErrorKind::ConnectionReset, err.to_debug_string())
+        }
+    }
+}
+
+fn to_wasi_addr(addr: SocketAddr) -> IpSocketAddress {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let [a, b, c, d] = v4.ip().octets();
+            IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                port: v4.port(),
+                address: (a, b, c, d),
+            })
+        }
+        SocketAddr::V6(v6) => {
+            let [a, b, c, d, e, f, g, h] = v6.ip().segments();
+            IpSocketAddress::Ipv6(Ipv6SocketAddress {
+                port: v6.port(),
+                flow_info: v6.flowinfo(),
+                address: (a, b, c, d, e, f, g, h),
+                scope_id: v6.scope_id(),
+            })
+        }
+    }
+}
+
+fn from_wasi_addr(addr: IpSocketAddress) -> SocketAddr {
+    match addr {
+        IpSocketAddress::Ipv4(v4) => {
+            let (a, b, c, d) = v4.address;
+            SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), v4.port).into()
+        }
+        IpSocketAddress::Ipv6(v6) => {
+            let (a, b, c, d, e, f, g, h) = v6.address;
+            let ip = Ipv6Addr::new(a, b, c, d, e, f, g, h);
+            SocketAddrV6::new(ip, v6.port, v6.flow_info, v6.scope_id).into()
+        }
+    }
+}
+
+impl Network for WasiNetwork {
+    fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
+        let socket = self.create_socket(addr)?;
+        socket
+            .start_bind(&self.network, to_wasi_addr(addr))
+            .map_err(to_io)?;
+        finish(&socket, || socket.finish_bind())?;
+        socket
+            .set_listen_backlog_size(backlog.into())
+            .map_err(to_io)?;
+        socket.start_listen().map_err(to_io)?;
+        finish(&socket, || socket.finish_listen())?;
+        let listener = Listener {
+            acceptable: socket.subscribe(),
+            socket,
+        };
+        Ok(self.insert(Socket::Listener(listener)))
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+        let socket = self.create_socket(addr)?;
+        socket
+            .start_connect(&self.network, to_wasi_addr(addr))
+            .map_err(to_io)?;
+        let (input, output) = finish(&socket, || socket.finish_connect())?;
+        Ok(self.insert(Socket::Stream(Stream::new(socket, input, output))))
+    }
+
+    fn accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)> {
+        let (socket, input, output) = match self.sockets.get(listener.0) {
+            Some(Entry {
+                socket: Socket::Listener(listener),
+                ..
+            }) => listener.socket.accept().map_err(to_io)?,
+            _ => return Err(not_a(listener, "listener")),
+        };
+        let peer = socket.remote_address().map_err(to_io)?;
+        let stream = Stream::new(socket, input, output);
+        Ok((self.insert(Socket::Stream(stream)), from_wasi_addr(peer)))
+    }
+
+    fn local_addr(&self, id: SocketId) -> io::Result<SocketAddr> {
+        let socket = match self.sockets.get(id.0).map(|entry| &entry.socket) {
+            Some(Socket::Listener(listener)) => &listener.socket,
+            Some(Socket::Stream(stream)) => &stream.socket,
+            None => return Err(not_a(id, "socket")),
+        };
+        socket.local_address().map(from_wasi_addr).map_err(to_io)
+    }
+
+    fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        let stream = self.stream(id)?;
+        match stream.input.read(buf.len() as u64) {
+            Ok(bytes) if bytes.is_empty() && !buf.is_empty() => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Ok(bytes) => {
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                Ok(bytes.len())
+            }
+            Err(StreamError::Closed) => Ok(0),
+            Err(err) => Err(stream_error(err)),
+        }
+    }
+
+    fn write(&mut self, id: SocketId, buf: &[u8]) -> io::Result<usize> {
+        let stream = self.stream(id)?;
+        let permitted = stream.output.check_write().map_err(stream_error)?;
+        let len = buf
+            .len()
+            .min(usize::try_from(permitted).unwrap_or(usize::MAX));
+        if len == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        stream.output.write(&buf[..len]).map_err(stream_error)?;
+        Ok(len)
+    }
+
+    fn shutdown_write(&mut self, id: SocketId) -> io::Result<()> {
+        let stream = self.stream(id)?;
+        if !stream.flushing {
+            stream.output.flush().map_err(stream_error)?;
+            stream.flushing = true;
+        }
+        // The stream accepts no writes until the flush has completed.
+        if stream.output.check_write().map_err(stream_error)? == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        stream.socket.shutdown(ShutdownType::Send).map_err(to_io)
+    }
+
+    fn close(&mut self, id: SocketId) {
+        self.sockets.try_remove(id.0);
+    }
+
+    fn set_interest(&mut self, id: SocketId, interest: Interest) {
+        if let Some(entry) = self.sockets.get_mut(id.0) {
+            entry.interest = interest;
+        }
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()> {
+        let mut pollables: Vec<&Pollable> = Vec::new();
+        let mut owners: Vec<SocketId> = Vec::new();
+        for (key, entry) in &self.sockets {
+            let Interest { read, write } = entry.interest;
+            let (on_read, on_write) = match &entry.socket {
+                Socket::Listener(listener) => (&listener.acceptable, None),
+                Socket::Stream(stream) => (&stream.readable, Some(&stream.writable)),
+            };
+            if read {
+                pollables.push(on_read);
+                owners.push(SocketId(key));
+            }
+            if let (true, Some(on_write)) = (write, on_write) {
+                pollables.push(on_write);
+                owners.push(SocketId(key));
+            }
+        }
+        let timer = timeout.map(|timeout| {
+            let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+            monotonic_clock::subscribe_duration(nanos)
+        });
+        if let Some(timer) = &timer {
+            pollables.push(timer);
+        }
+        if pollables.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "wait called with nothing to wait for",
+            ));
+        }
+        for index in poll::poll(&pollables) {
+            if let Some(&id) = owners.get(index as usize) {
+                if ready.last() != Some(&id) {
+                    ready.push(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+}
