@@ -74,7 +74,9 @@ pub struct Server<N: Network> {
 impl<N: Network> Server<N> {
     /// Listens on `addr` with the given accept `backlog`.
     pub fn bind(mut net: N, addr: SocketAddr, backlog: u32, config: Config) -> io::Result<Self> {
-        let listener = net.listen(addr, backlog).map_err(|err| explain(err, addr))?;
+        let listener = net
+            .listen(addr, backlog)
+            .map_err(|err| explain(err, addr))?;
         net.set_interest(listener, Interest::READ);
         let next_idle_sweep = config
             .idle_timeout
@@ -271,3 +273,6 @@ fn transient_accept_error(err: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
     )
 }
+
+#[cfg(test)]
+mod tests;

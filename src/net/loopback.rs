@@ -1,1 +1,326 @@
-pub struct LoopbackPlaceholder;
+//! An in-memory network for tests: deterministic, single-threaded, and with
+//! time that moves only when somebody waits.
+//!
+//! [`Loopback::host`] hands out [`Network`] handles that share one world, so
+//! a server and its clients can run in one thread, turn by turn. Each stream
+//! direction holds at most [`Loopback::with_buffer`] bytes, which makes
+//! backpressure easy to provoke.
+
+use super::{Interest, Network, SocketId};
+use slab::Slab;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The shared world behind every [`LoopbackNetwork`] handle.
+#[derive(Clone)]
+pub struct Loopback {
+    world: Rc<RefCell<World>>,
+}
+
+/// One host's view of a [`Loopback`] world: it sees only its own sockets.
+pub struct LoopbackNetwork {
+    world: Rc<RefCell<World>>,
+    host: usize,
+}
+
+struct World {
+    now: Duration,
+    buffer: usize,
+    hosts: usize,
+    next_port: u16,
+    sockets: Slab<Socket>,
+    listeners: HashMap<SocketAddr, usize>,
+}
+
+enum Socket {
+    Listener {
+        host: usize,
+        addr: SocketAddr,
+        pending: VecDeque<usize>,
+        backlog: usize,
+        interest: Interest,
+    },
+    Stream(Stream),
+}
+
+struct Stream {
+    host: usize,
+    local: SocketAddr,
+    peer: Option<usize>,
+    /// Bytes the peer wrote that this end has not read yet.
+    inbox: VecDeque<u8>,
+    /// The peer will write no more.
+    peer_shut: bool,
+    interest: Interest,
+}
+
+impl Default for Loopback {
+    fn default() -> Self {
+        Self::with_buffer(64 * 1024)
+    }
+}
+
+impl Loopback {
+    /// A world whose stream buffers hold `buffer` bytes per direction.
+    pub fn with_buffer(buffer: usize) -> Self {
+        Loopback {
+            world: Rc::new(RefCell::new(World {
+                now: Duration::ZERO,
+                buffer: buffer.max(1),
+                hosts: 0,
+                next_port: 40_000,
+                sockets: Slab::new(),
+                listeners: HashMap::new(),
+            })),
+        }
+    }
+
+    /// A new handle on this world.
+    pub fn host(&self) -> LoopbackNetwork {
+        let host = {
+            let mut world = self.world.borrow_mut();
+            world.hosts += 1;
+            world.hosts
+        };
+        LoopbackNetwork {
+            world: Rc::clone(&self.world),
+            host,
+        }
+    }
+
+    /// Moves the world's clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.world.borrow_mut().now += by;
+    }
+}
+
+fn error(kind: io::ErrorKind) -> io::Error {
+    kind.into()
+}
+
+impl World {
+    fn stream(&mut self, id: SocketId) -> io::Result<&mut Stream> {
+        match self.sockets.get_mut(id.0) {
+            Some(Socket::Stream(stream)) => Ok(stream),
+            _ => Err(error(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    fn ephemeral_addr(&mut self) -> SocketAddr {
+        self.next_port = self.next_port.checked_add(1).unwrap_or(40_000);
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.next_port))
+    }
+
+    fn is_ready(&self, key: usize, host: usize) -> bool {
+        match &self.sockets[key] {
+            Socket::Listener {
+                host: owner,
+                pending,
+                interest,
+                ..
+            } => *owner == host && interest.read && !pending.is_empty(),
+            Socket::Stream(stream) if stream.host != host => false,
+            Socket::Stream(stream) => {
+                let readable = !stream.inbox.is_empty() || stream.peer_shut;
+                let writable = match stream.peer.and_then(|peer| self.sockets.get(peer)) {
+                    Some(Socket::Stream(peer)) => peer.inbox.len() < self.buffer,
+                    _ => true,
+                };
+                (stream.interest.read && readable) || (stream.interest.write && writable)
+            }
+        }
+    }
+}
+
+impl Network for LoopbackNetwork {
+    fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
+        let mut world = self.world.borrow_mut();
+        let addr = if addr.port() == 0 {
+            SocketAddr::new(addr.ip(), world.ephemeral_addr().port())
+        } else {
+            addr
+        };
+        if world.listeners.contains_key(&addr) {
+            return Err(error(io::ErrorKind::AddrInUse));
+        }
+        let key = world.sockets.insert(Socket::Listener {
+            host: self.host,
+            addr,
+            pending: VecDeque::new(),
+            backlog: backlog as usize,
+            interest: Interest::NONE,
+        });
+        world.listeners.insert(addr, key);
+        Ok(SocketId(key))
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+        let mut world = self.world.borrow_mut();
+        let world = &mut *world;
+        let listener = *world
+            .listeners
+            .get(&addr)
+            .ok_or_else(|| error(io::ErrorKind::ConnectionRefused))?;
+        let server_host = match &world.sockets[listener] {
+            Socket::Listener {
+                pending, backlog, ..
+            } if pending.len() >= *backlog => {
+                return Err(error(io::ErrorKind::ConnectionRefused));
+            }
+            Socket::Listener { host, .. } => *host,
+            Socket::Stream(_) => return Err(error(io::ErrorKind::ConnectionRefused)),
+        };
+        let local = world.ephemeral_addr();
+        let new_stream = |host, local| {
+            Socket::Stream(Stream {
+                host,
+                local,
+                peer: None,
+                inbox: VecDeque::new(),
+                peer_shut: false,
+                interest: Interest::NONE,
+            })
+        };
+        let client = world.sockets.insert(new_stream(self.host, local));
+        let server = world.sockets.insert(new_stream(server_host, addr));
+        for (end, peer) in [(client, server), (server, client)] {
+            if let Socket::Stream(stream) = &mut world.sockets[end] {
+                stream.peer = Some(peer);
+            }
+        }
+        if let Socket::Listener { pending, .. } = &mut world.sockets[listener] {
+            pending.push_back(server);
+        }
+        Ok(SocketId(client))
+    }
+
+    fn accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)> {
+        let mut world = self.world.borrow_mut();
+        let key = match world.sockets.get_mut(listener.0) {
+            Some(Socket::Listener { pending, .. }) => pending.pop_front(),
+            _ => return Err(error(io::ErrorKind::InvalidInput)),
+        }
+        .ok_or_else(|| error(io::ErrorKind::WouldBlock))?;
+        let peer = match world.stream(SocketId(key))?.peer {
+            Some(peer) => world.stream(SocketId(peer))?.local,
+            None => return Err(error(io::ErrorKind::ConnectionAborted)),
+        };
+        Ok((SocketId(key), peer))
+    }
+
+    fn local_addr(&self, id: SocketId) -> io::Result<SocketAddr> {
+        match self.world.borrow().sockets.get(id.0) {
+            Some(Socket::Listener { addr, .. }) => Ok(*addr),
+            Some(Socket::Stream(stream)) => Ok(stream.local),
+            None => Err(error(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        let mut world = self.world.borrow_mut();
+        let stream = world.stream(id)?;
+        if stream.inbox.is_empty() {
+            return match stream.peer_shut {
+                true => Ok(0),
+                false => Err(error(io::ErrorKind::WouldBlock)),
+            };
+        }
+        let n = buf.len().min(stream.inbox.len());
+        for (slot, byte) in buf.iter_mut().zip(stream.inbox.drain(..n)) {
+            *slot = byte;
+        }
+        Ok(n)
+    }
+
+    fn write(&mut self, id: SocketId, buf: &[u8]) -> io::Result<usize> {
+        let mut world = self.world.borrow_mut();
+        let capacity = world.buffer;
+        let peer = world
+            .stream(id)?
+            .peer
+            .ok_or_else(|| error(io::ErrorKind::BrokenPipe))?;
+        let peer = world
+            .stream(SocketId(peer))
+            .map_err(|_| error(io::ErrorKind::BrokenPipe))?;
+        let n = buf.len().min(capacity - peer.inbox.len());
+        if n == 0 && !buf.is_empty() {
+            return Err(error(io::ErrorKind::WouldBlock));
+        }
+        peer.inbox.extend(&buf[..n]);
+        Ok(n)
+    }
+
+    fn shutdown_write(&mut self, id: SocketId) -> io::Result<()> {
+        let mut world = self.world.borrow_mut();
+        if let Some(peer) = world.stream(id)?.peer {
+            if let Ok(peer) = world.stream(SocketId(peer)) {
+                peer.peer_shut = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, id: SocketId) {
+        let mut world = self.world.borrow_mut();
+        match world.sockets.try_remove(id.0) {
+            Some(Socket::Listener { addr, pending, .. }) => {
+                world.listeners.remove(&addr);
+                for key in pending {
+                    world.sockets.try_remove(key);
+                }
+            }
+            Some(Socket::Stream(Stream {
+                peer: Some(peer), ..
+            })) => {
+                if let Ok(peer) = world.stream(SocketId(peer)) {
+                    peer.peer_shut = true;
+                    peer.peer = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn set_interest(&mut self, id: SocketId, new: Interest) {
+        match self.world.borrow_mut().sockets.get_mut(id.0) {
+            Some(Socket::Listener { interest, .. }) => *interest = new,
+            Some(Socket::Stream(stream)) => stream.interest = new,
+            None => {}
+        }
+    }
+
+    /// Reports every socket that is ready now, level-triggered. With nothing
+    /// ready, time jumps ahead by `timeout`; with no timeout either, that is
+    /// a deadlock and an error.
+    fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()> {
+        let mut world = self.world.borrow_mut();
+        let before = ready.len();
+        let keys: Vec<usize> = world.sockets.iter().map(|(key, _)| key).collect();
+        ready.extend(
+            keys.into_iter()
+                .filter(|&key| world.is_ready(key, self.host))
+                .map(SocketId),
+        );
+        if ready.len() > before {
+            return Ok(());
+        }
+        match timeout {
+            Some(timeout) => {
+                world.now += timeout;
+                Ok(())
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "loopback deadlock: nothing is ready and nothing can change",
+            )),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.world.borrow().now
+    }
+}

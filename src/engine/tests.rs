@@ -1,0 +1,267 @@
+//! Engine behaviour on the in-memory loopback network.
+
+use super::*;
+use crate::client::{EchoMismatch, Exchange};
+use crate::net::loopback::{Loopback, LoopbackNetwork};
+use std::net::{Ipv4Addr, SocketAddr};
+
+const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+fn server(world: &Loopback, config: Config) -> (Server<LoopbackNetwork>, SocketAddr) {
+    let server = Server::bind(world.host(), ANY_PORT, 1024, config).unwrap();
+    let addr = server.local_addr().unwrap();
+    (server, addr)
+}
+
+fn payload(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Runs every input through the server at once, turn by turn, checking after
+/// each turn that no connection holds more than `bound` unsent bytes.
+fn echo_all(
+    server: &mut Server<LoopbackNetwork>,
+    world: &Loopback,
+    addr: SocketAddr,
+    inputs: &[Vec<u8>],
+) -> Vec<Result<u64, EchoMismatch>> {
+    let mut client = world.host();
+    let mut exchanges: Vec<_> = inputs
+        .iter()
+        .map(|input| Exchange::connect(&mut client, addr, input).unwrap())
+        .collect();
+    let mut outputs = vec![Vec::new(); inputs.len()];
+    let mut done = vec![false; inputs.len()];
+    for _ in 0..1_000_000 {
+        for ((exchange, out), done) in exchanges.iter_mut().zip(&mut outputs).zip(&mut done) {
+            if !*done {
+                *done = exchange.drive(&mut client, out).unwrap();
+            }
+        }
+        if done.iter().all(|&done| done) {
+            break;
+        }
+        server.turn(Some(Duration::ZERO)).unwrap();
+        let bound = server.config.max_backlog;
+        for conn in server.connections.iter().flatten() {
+            assert!(
+                conn.backlog() <= bound,
+                "backlog {} over bound {bound}",
+                conn.backlog()
+            );
+        }
+    }
+    assert!(done.iter().all(|&done| done), "exchanges did not finish");
+    for (input, output) in inputs.iter().zip(&outputs) {
+        assert_eq!(input.len(), output.len());
+    }
+    exchanges.iter().map(Exchange::verdict).collect()
+}
+
+#[test]
+fn echoes_one_message() {
+    let world = Loopback::default();
+    let (mut server, addr) = server(&world, Config::default());
+    let results = echo_all(&mut server, &world, addr, &[b"hello\n".to_vec()]);
+    assert_eq!(results, [Ok(6)]);
+    assert_eq!(server.open_connections(), 0, "closed after the echo");
+}
+
+#[test]
+fn echoes_empty_input() {
+    let world = Loopback::default();
+    let (mut server, addr) = server(&world, Config::default());
+    assert_eq!(echo_all(&mut server, &world, addr, &[Vec::new()]), [Ok(0)]);
+}
+
+#[test]
+fn large_echo_through_tiny_buffers_stays_bounded() {
+    let world = Loopback::with_buffer(777);
+    let config = Config {
+        max_backlog: 4096,
+        ..Config::default()
+    };
+    let (mut server, addr) = server(&world, config);
+    let input = payload(1 << 20, 7);
+    assert_eq!(echo_all(&mut server, &world, addr, &[input]), [Ok(1 << 20)]);
+}
+
+#[test]
+fn serves_many_connections_at_once() {
+    let world = Loopback::with_buffer(1500);
+    let (mut server, addr) = server(&world, Config::default());
+    let inputs: Vec<_> = (0..200).map(|i| payload(10_000 + i, i as u8)).collect();
+    let results = echo_all(&mut server, &world, addr, &inputs);
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(*result, Ok(10_000 + i as u64));
+    }
+}
+
+#[test]
+fn slow_reader_pauses_reading_at_the_bound() {
+    let world = Loopback::with_buffer(1000);
+    let config = Config {
+        max_backlog: 8192,
+        ..Config::default()
+    };
+    let (mut server, addr) = server(&world, config);
+    let mut client = world.host();
+    let id = client.connect(addr).unwrap();
+    let input = payload(100_000, 3);
+    let mut written = 0;
+    for _ in 0..1000 {
+        match client.write(id, &input[written..]) {
+            Ok(n) => written += n,
+            Err(err) if would_block(&err) => {}
+            Err(err) => panic!("{err}"),
+        }
+        server.turn(Some(Duration::ZERO)).unwrap();
+    }
+    // The client never read: the server holds at most its bound, and both
+    // socket buffers are full.
+    assert_eq!(server.buffered_bytes(), 8192);
+    assert_eq!(written, 8192 + 2 * 1000);
+}
+
+#[test]
+fn idle_connections_close_and_active_ones_stay() {
+    let world = Loopback::default();
+    let config = Config {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..Config::default()
+    };
+    let (mut server, addr) = server(&world, config);
+    let mut client = world.host();
+    let idle = client.connect(addr).unwrap();
+    let active = client.connect(addr).unwrap();
+    let mut buf = [0; 16];
+    for _ in 0..20 {
+        world.advance(Duration::from_millis(100));
+        client.write(active, b"x").unwrap();
+        server.turn(Some(Duration::ZERO)).unwrap();
+        assert_eq!(client.read(active, &mut buf).unwrap(), 1);
+    }
+    // Two seconds passed: the idle one is gone (EOF), the active one is not.
+    assert_eq!(client.read(idle, &mut buf).unwrap(), 0);
+    assert!(would_block(&client.read(active, &mut buf).unwrap_err()));
+    assert_eq!(server.open_connections(), 1);
+}
+
+#[test]
+fn idle_timeout_fires_while_the_server_sleeps() {
+    let world = Loopback::default();
+    let config = Config {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..Config::default()
+    };
+    let (mut server, addr) = server(&world, config);
+    let mut client = world.host();
+    client.connect(addr).unwrap();
+    server.turn(Some(Duration::ZERO)).unwrap();
+    assert_eq!(server.open_connections(), 1);
+    let start = world.host().now();
+    while server.open_connections() > 0 {
+        // No cap: the server sleeps until its own next deadline.
+        server.turn(None).unwrap();
+    }
+    let waited = world.host().now() - start;
+    assert!(waited >= Duration::from_secs(1) && waited <= Duration::from_millis(1250));
+}
+
+#[test]
+fn connections_over_the_limit_are_closed_at_once() {
+    let world = Loopback::default();
+    let config = Config {
+        max_connections: 2,
+        ..Config::default()
+    };
+    let (mut server, addr) = server(&world, config);
+    let mut client = world.host();
+    let kept: Vec<_> = (0..2).map(|_| client.connect(addr).unwrap()).collect();
+    server.turn(Some(Duration::ZERO)).unwrap();
+    let extra = client.connect(addr).unwrap();
+    server.turn(Some(Duration::ZERO)).unwrap();
+    let mut buf = [0; 8];
+    assert_eq!(client.read(extra, &mut buf).unwrap(), 0, "refused by EOF");
+    for id in kept {
+        client.write(id, b"ok").unwrap();
+        server.turn(Some(Duration::ZERO)).unwrap();
+        assert_eq!(client.read(id, &mut buf).unwrap(), 2);
+    }
+    assert_eq!(server.open_connections(), 2);
+}
+
+#[test]
+fn a_vanished_peer_does_not_disturb_others() {
+    let world = Loopback::with_buffer(1000);
+    let (mut server, addr) = server(&world, Config::default());
+    let mut client = world.host();
+    let rude = client.connect(addr).unwrap();
+    client.write(rude, &payload(1000, 1)).unwrap();
+    server.turn(Some(Duration::ZERO)).unwrap();
+    client.close(rude);
+    let results = echo_all(&mut server, &world, addr, &[payload(50_000, 2)]);
+    assert_eq!(results, [Ok(50_000)]);
+    assert_eq!(server.open_connections(), 0);
+}
+
+#[test]
+fn client_reports_the_first_wrong_byte() {
+    let world = Loopback::default();
+    let mut liar = world.host();
+    let listener = liar.listen(ANY_PORT, 8).unwrap();
+    let addr = liar.local_addr(listener).unwrap();
+    let mut client = world.host();
+    let input = b"hello world".to_vec();
+    let mut exchange = Exchange::connect(&mut client, addr, &input).unwrap();
+    let mut out = Vec::new();
+    assert!(!exchange.drive(&mut client, &mut out).unwrap());
+    let (conn, _) = liar.accept(listener).unwrap();
+    liar.write(conn, b"hello_w").unwrap();
+    liar.shutdown_write(conn).unwrap();
+    assert!(exchange.drive(&mut client, &mut out).unwrap());
+    let mismatch = exchange.verdict().unwrap_err();
+    assert_eq!(
+        mismatch,
+        EchoMismatch {
+            sent: 11,
+            received: 7,
+            first_difference: 5
+        }
+    );
+    assert_eq!(
+        mismatch.to_string(),
+        "echo mismatch: sent 11 bytes, received 7, first difference at offset 5"
+    );
+}
+
+#[test]
+fn client_reports_a_short_echo_at_its_end() {
+    let world = Loopback::default();
+    let mut short = world.host();
+    let listener = short.listen(ANY_PORT, 8).unwrap();
+    let addr = short.local_addr(listener).unwrap();
+    let mut client = world.host();
+    let input = b"abcdef".to_vec();
+    let mut exchange = Exchange::connect(&mut client, addr, &input).unwrap();
+    let mut out = Vec::new();
+    exchange.drive(&mut client, &mut out).unwrap();
+    let (conn, _) = short.accept(listener).unwrap();
+    short.write(conn, b"abcde").unwrap();
+    short.close(conn);
+    assert!(exchange.drive(&mut client, &mut out).unwrap());
+    assert_eq!(exchange.verdict().unwrap_err().first_difference, 5);
+}
+
+#[test]
+fn listening_twice_on_one_address_is_address_in_use() {
+    let world = Loopback::default();
+    let (_server, addr) = server(&world, Config::default());
+    let err = Server::bind(world.host(), addr, 8, Config::default())
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    assert!(err.to_string().contains("another server"), "{err}");
+}
