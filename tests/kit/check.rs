@@ -1,0 +1,200 @@
+//! Running one echokit command and checking its outcome against the
+//! table's `expect`, with the `predicates` crate.
+
+use super::payload::sha256_hex;
+use super::table::{Expect, OutputCheck};
+use super::target::Target;
+use predicates::prelude::*;
+use predicates::BoxPredicate;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest any single echokit client or failing server may run.
+pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// What one echokit process did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub what: String,
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+/// Runs `target ARGS` to completion (killed after `timeout`), with `stdin`
+/// as standard input (empty if `None`).
+pub fn run(
+    target: &Target,
+    args: &[String],
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    let mut cmd = target.assert_command()?;
+    cmd.args(args)
+        .timeout(timeout)
+        .write_stdin(stdin.unwrap_or_default().to_vec());
+    let what = format!(
+        "{} {}",
+        match (target.build, target.network) {
+            (super::table::Build::Native, _) => "echokit",
+            (_, true) => "wasmtime run -S inherit-network [--dir ...] echokit.wasm",
+            (_, false) => "wasmtime run [--dir ...] echokit.wasm",
+        },
+        args.join(" ")
+    );
+    let start = Instant::now();
+    let out = cmd
+        .output()
+        .map_err(|err| format!("`{what}` could not run to completion: {err}"))?;
+    Ok(Outcome {
+        what,
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Checks an outcome: exit status, stdout, stderr, and the `--output` file.
+pub fn check(
+    expect: &Expect,
+    out: &Outcome,
+    payload: &Arc<[u8]>,
+    output_file: Option<&Path>,
+) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if !expect.accepts_exit(out.code) {
+        problems.push(match out.code {
+            Some(code) => format!("exit status {code}, expected {}", expect.describe_exit()),
+            None => format!(
+                "killed by a signal (after the time limit?), expected exit status {}",
+                expect.describe_exit()
+            ),
+        });
+    }
+    if let Some(c) = &expect.stdout {
+        if let Err(p) = check_bytes("stdout", c, &out.stdout, payload) {
+            problems.push(p);
+        }
+    }
+    if let Some(c) = &expect.stderr {
+        if let Err(p) = check_bytes("stderr", c, &out.stderr, payload) {
+            problems.push(p);
+        }
+    }
+    if let Some(c) = &expect.output {
+        match output_file.map(std::fs::read) {
+            Some(Ok(bytes)) => {
+                if let Err(p) = check_bytes("the --output file", c, &bytes, payload) {
+                    problems.push(p);
+                }
+            }
+            Some(Err(err)) => problems.push(format!("cannot read the --output file: {err}")),
+            None => problems.push("the table checks an --output file but passes none".into()),
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "`{}` (ran {:?}):\n  - {}\n  stdout: {}\n  stderr: {}",
+        out.what,
+        out.elapsed,
+        problems.join("\n  - "),
+        preview(&out.stdout),
+        preview(&out.stderr)
+    ))
+}
+
+/// Builds the predicate an [`OutputCheck`] describes.
+pub fn predicate(check: &OutputCheck, payload: &Arc<[u8]>) -> BoxPredicate<[u8]> {
+    let mut all: BoxPredicate<[u8]> = predicate::always().boxed();
+    if check.is_empty {
+        all = all
+            .and(predicate::function(|b: &[u8]| b.is_empty()).fn_name("is_empty"))
+            .boxed();
+    }
+    if check.equals_payload {
+        let p = payload.clone();
+        all = all
+            .and(predicate::function(move |b: &[u8]| b == &p[..]).fn_name("equals_payload"))
+            .boxed();
+    }
+    if check.digest_of_payload {
+        let (len, hash) = (payload.len(), sha256_hex(payload));
+        all = all
+            .and(
+                predicate::function(move |b: &[u8]| b.len() == len && sha256_hex(b) == hash)
+                    .fn_name("same_length_and_sha256_as_payload"),
+            )
+            .boxed();
+    }
+    for needle in &check.contains {
+        all = all
+            .and(predicate::str::contains(needle.clone()).from_utf8())
+            .boxed();
+    }
+    if !check.contains_any.is_empty() {
+        let mut any: BoxPredicate<[u8]> = predicate::never().boxed();
+        for needle in &check.contains_any {
+            any = any
+                .or(predicate::str::contains(needle.clone()).from_utf8())
+                .boxed();
+        }
+        all = all.and(any).boxed();
+    }
+    all
+}
+
+fn check_bytes(
+    what: &str,
+    check: &OutputCheck,
+    bytes: &[u8],
+    payload: &Arc<[u8]>,
+) -> Result<(), String> {
+    let pred = predicate(check, payload);
+    if pred.eval(bytes) {
+        return Ok(());
+    }
+    let mut msg = format!("{what} fails `{pred}`");
+    if check.equals_payload || check.digest_of_payload {
+        msg.push_str(&format!(": {}", compare(payload, bytes)));
+    }
+    Err(msg)
+}
+
+/// Describes how `got` differs from `sent`.
+pub fn compare(sent: &[u8], got: &[u8]) -> String {
+    let first = sent.iter().zip(got).take_while(|(a, b)| a == b).count();
+    if first == sent.len() && first == got.len() {
+        return format!("identical ({} bytes)", sent.len());
+    }
+    format!(
+        "sent {} bytes (sha256 {}), got {} (sha256 {}), first difference at offset {first}",
+        sent.len(),
+        sha256_hex(sent),
+        got.len(),
+        sha256_hex(got)
+    )
+}
+
+/// Verifies an echo: identical bytes, reported by length, hash and offset.
+pub fn verify_echo(sent: &[u8], got: &[u8]) -> Result<(), String> {
+    if sent == got {
+        Ok(())
+    } else {
+        Err(format!("echo differs: {}", compare(sent, got)))
+    }
+}
+
+/// At most 400 bytes, lossily, for messages.
+pub fn preview(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(400)];
+    let mut s = format!("{:?}", String::from_utf8_lossy(shown));
+    if bytes.len() > shown.len() {
+        s.push_str(&format!(" ... ({} bytes)", bytes.len()));
+    }
+    s
+}
