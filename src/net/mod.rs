@@ -109,10 +109,11 @@ pub fn explain(err: io::Error, addr: SocketAddr) -> io::Error {
         _ => return err,
     };
     // OS errors read "Connection refused (os error 111)"; the kind alone is
-    // clearer. Messages a backend wrote itself are kept.
-    let what = match err.raw_os_error() {
-        Some(_) => err.kind().to_string(),
-        None => err.to_string(),
+    // clearer, and the same on every backend. Messages a backend wrote
+    // itself are kept.
+    let what = match err.get_ref() {
+        Some(message) => message.to_string(),
+        None => err.kind().to_string(),
     };
     io::Error::new(err.kind(), format!("{what}; {hint}"))
 }

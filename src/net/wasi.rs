@@ -121,6 +121,22 @@ fn finish<T>(socket: &TcpSocket, op: impl Fn() -> Result<T, ErrorCode>) -> io::R
     }
 }
 
+/// Lets the runtime's async executor run once, so the socket operations
+/// that follow a `poll` are not starved.
+///
+/// Wasmtime up to at least 48 runs the whole guest as one tokio task whose
+/// cooperative budget (128 operations) is shared by `poll` and by the
+/// socket calls after it: when `poll` finds many sockets ready it uses the
+/// budget up, and `check-write` then reports 0 and reads return nothing
+/// until the task yields, which with always-ready pollables is never (a
+/// livelock at a few hundred busy connections; wasmtime issue 14174, fixed
+/// upstream by opting those calls out of the budget). Waiting on an
+/// already-expired timer makes wasmtime yield to tokio, which refills the
+/// budget.
+fn refill_host_budget() {
+    monotonic_clock::subscribe_duration(0).block();
+}
+
 fn to_io(code: ErrorCode) -> io::Error {
     use io::ErrorKind as Kind;
     let kind = match code {
@@ -141,9 +157,9 @@ fn to_io(code: ErrorCode) -> io::Error {
         ErrorCode::NotSupported => Kind::Unsupported,
         ErrorCode::OutOfMemory => Kind::OutOfMemory,
         ErrorCode::Timeout => Kind::TimedOut,
-        _ => Kind::Other,
+        _ => return io::Error::other(code.message()),
     };
-    io::Error::new(kind, code.message())
+    kind.into()
 }
 
 fn stream_error(err: StreamError) -> io::Error {
@@ -322,7 +338,9 @@ impl Network for WasiNetwork {
                 "wait called with nothing to wait for",
             ));
         }
-        for index in poll::poll(&pollables) {
+        let ready_indices = poll::poll(&pollables);
+        refill_host_budget();
+        for index in ready_indices {
             if let Some(&id) = owners.get(index as usize) {
                 if ready.last() != Some(&id) {
                     ready.push(id);
