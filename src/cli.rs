@@ -1,5 +1,7 @@
 //! Command-line interface, the same for the native and the WebAssembly build.
 
+use crate::bench::{BenchMismatch, Mode};
+use crate::client::EchoMismatch;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +38,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Send input to an echo server and check that it all comes back.
     Send(SendArgs),
+    /// Load an echo server and check every echoed byte.
+    Bench(BenchArgs),
 }
 
 /// Options of `echokit serve`.
@@ -85,6 +89,46 @@ pub struct SendArgs {
     /// File to write the echo to; "-" writes standard output.
     #[arg(long, value_name = "FILE", default_value = "-")]
     pub output: PathBuf,
+}
+
+/// Options of `echokit bench`.
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct BenchArgs {
+    /// Echo server to load, IP:PORT.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    pub connect: SocketAddr,
+
+    /// Connections kept open at once (in connect mode: concurrent connect loops).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+
+    /// Message size in bytes; in stream mode, the write size (at most 64 KiB is used).
+    #[arg(long, value_name = "BYTES", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+    pub size: u32,
+
+    /// How long to run, in seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub duration: Duration,
+
+    /// Traffic shape.
+    #[arg(long, value_enum, default_value_t = Mode::Pingpong)]
+    pub mode: Mode,
+
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The exit status for an error returned by a subcommand.
+pub fn exit_status(err: &anyhow::Error) -> u8 {
+    if err.is::<EchoMismatch>() || err.is::<BenchMismatch>() {
+        EXIT_MISMATCH
+    } else {
+        EXIT_FAILURE
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

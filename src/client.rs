@@ -1,7 +1,7 @@
 //! The echo client: sends its input, reads the echo until EOF, and checks
 //! that every byte came back.
 
-use crate::net::{explain, would_block, Interest, Network, SocketId};
+use crate::net::{explain, try_read, try_write, would_block, Interest, Network, SocketId};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -77,15 +77,15 @@ impl<'a> Exchange<'a> {
             if !self.write_done {
                 progressed |= self.send(net)?;
             }
-            if let Some(echo) = read(net, self.id, &mut self.buf)? {
+            if let Some(n) = try_read(net, self.id, &mut self.buf)? {
                 progressed = true;
-                match echo {
-                    [] => self.read_done = true,
-                    echo => {
-                        check(self.input, self.received, echo, &mut self.first_difference);
-                        self.received += echo.len();
-                        out.write_all(echo)?;
-                    }
+                let echo = &self.buf[..n];
+                if echo.is_empty() {
+                    self.read_done = true;
+                } else {
+                    check(self.input, self.received, echo, &mut self.first_difference);
+                    self.received += n;
+                    out.write_all(echo)?;
                 }
             }
             if self.read_done {
@@ -109,14 +109,12 @@ impl<'a> Exchange<'a> {
     fn send<N: Network>(&mut self, net: &mut N) -> io::Result<bool> {
         let mut progressed = false;
         if self.written < self.input.len() {
-            match net.write(self.id, &self.input[self.written..]) {
-                Ok(n) => {
-                    self.written += n;
-                    progressed = n > 0;
-                }
-                Err(err) if would_block(&err) => return Ok(false),
-                Err(err) => return Err(err),
+            let n = try_write(net, self.id, &self.input[self.written..])?;
+            if n == 0 {
+                return Ok(false);
             }
+            self.written += n;
+            progressed = true;
         }
         if self.written == self.input.len() {
             match net.shutdown_write(self.id) {
@@ -145,19 +143,6 @@ impl<'a> Exchange<'a> {
                 first_difference: offset as u64,
             }),
         }
-    }
-}
-
-/// Reads once: `Some(&[])` at EOF, `None` when nothing is ready.
-fn read<'b, N: Network>(
-    net: &mut N,
-    id: SocketId,
-    buf: &'b mut [u8],
-) -> io::Result<Option<&'b [u8]>> {
-    match net.read(id, buf) {
-        Ok(n) => Ok(Some(&buf[..n])),
-        Err(err) if would_block(&err) || err.kind() == io::ErrorKind::Interrupted => Ok(None),
-        Err(err) => Err(err),
     }
 }
 

@@ -1,12 +1,13 @@
 //! The subcommands, glued from the engine, the client and the host network.
 
-use crate::cli::{SendArgs, ServeArgs};
+use crate::bench::{self, Plan, Snapshot};
+use crate::cli::{BenchArgs, SendArgs, ServeArgs};
 use crate::client;
 use crate::engine::{Config, LogLevel, Server};
 use crate::net::HostNetwork;
 use anyhow::Context;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::Path;
 
 /// Runs `echokit serve` until a fatal error.
@@ -48,6 +49,47 @@ pub fn send(args: &SendArgs) -> anyhow::Result<()> {
             err.context(format!("echo via {} failed", args.connect))
         }
     })?;
+    Ok(())
+}
+
+/// Runs `echokit bench`: prints the report, then fails if any connection
+/// failed or any echoed byte was wrong.
+pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let plan = Plan {
+        addr: args.connect,
+        connections: args.connections as usize,
+        size: args.size as usize,
+        duration: args.duration,
+        mode: args.mode,
+    };
+    let mut net = HostNetwork::new().context("cannot open the network")?;
+    let on_terminal = io::stderr().is_terminal();
+    let total = plan.duration.as_secs_f64();
+    let show = |s: &Snapshot| {
+        if on_terminal {
+            let secs = s.elapsed.as_secs_f64();
+            eprint!(
+                "\r{secs:.0}/{total:.0}s  {:.0} req/s  {:.1} MiB/s  {} errors ",
+                s.requests as f64 / secs,
+                s.bytes as f64 / secs / (1024.0 * 1024.0),
+                s.errors
+            );
+        }
+    };
+    let report = bench::run(&mut net, &plan, show)
+        .with_context(|| format!("benchmark against {} failed", plan.addr))?;
+    if on_terminal {
+        eprintln!();
+    }
+    let mut stdout = io::stdout().lock();
+    match args.json {
+        true => writeln!(stdout, "{}", serde_json::to_string(&report)?)?,
+        false => writeln!(stdout, "{report}")?,
+    }
+    stdout.flush()?;
+    if report.errors > 0 {
+        anyhow::bail!("{} connections failed during the benchmark", report.errors);
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! - [`client`]: the send-and-verify client;
 //! - [`cli`] and [`commands`]: the command line.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -1,6 +1,5 @@
 use clap::Parser;
-use echokit::cli::{Cli, Command, EXIT_FAILURE, EXIT_MISMATCH};
-use echokit::client::EchoMismatch;
+use echokit::cli::{exit_status, Cli, Command};
 use echokit::commands;
 use std::process::ExitCode;
 
@@ -9,16 +8,13 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Serve(args) => commands::serve(args),
         Command::Send(args) => commands::send(args),
+        Command::Bench(args) => commands::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("echokit: {err:#}");
-            if err.is::<EchoMismatch>() {
-                ExitCode::from(EXIT_MISMATCH)
-            } else {
-                ExitCode::from(EXIT_FAILURE)
-            }
+            ExitCode::from(exit_status(&err))
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One echo connection: read, send back, and hold back reading while the
 //! peer is slow to take its echo.
 
-use crate::net::{would_block, Interest, Network, SocketId};
+use crate::net::{try_read, try_write, would_block, Interest, Network, SocketId};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -95,7 +95,7 @@ impl Connection {
     ) -> io::Result<Progress> {
         for _ in 0..OPERATIONS_PER_TURN {
             if self.backlog() > 0 {
-                let sent = ok_or_would_block(net.write(id, &self.unsent[self.sent..]))?;
+                let sent = try_write(net, id, &self.unsent[self.sent..])?;
                 self.record_sent(sent, now);
                 if self.backlog() > 0 && sent == 0 && (self.peer_done || self.backlog() >= bound) {
                     return Ok(Progress::Waiting);
@@ -115,15 +115,13 @@ impl Connection {
             if room == 0 {
                 continue;
             }
-            let read = match net.read(id, &mut scratch[..room]) {
-                Ok(0) => {
+            let read = match try_read(net, id, &mut scratch[..room])? {
+                None => return Ok(Progress::Waiting),
+                Some(0) => {
                     self.peer_done = true;
                     continue;
                 }
-                Ok(read) => read,
-                Err(err) if would_block(&err) => return Ok(Progress::Waiting),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
+                Some(read) => read,
             };
             self.last_active = now;
             let data = &scratch[..read];
@@ -132,7 +130,7 @@ impl Connection {
             } else {
                 // The common case: echo straight from the shared buffer and
                 // keep only what the socket would not take.
-                let sent = ok_or_would_block(net.write(id, data))?;
+                let sent = try_write(net, id, data)?;
                 self.record_sent(sent, now);
                 self.queue(&data[sent..]);
             }
@@ -166,13 +164,5 @@ impl Connection {
             self.sent = 0;
         }
         self.unsent.extend_from_slice(data);
-    }
-}
-
-/// Maps "would block" to zero bytes moved.
-fn ok_or_would_block(result: io::Result<usize>) -> io::Result<usize> {
-    match result {
-        Err(err) if would_block(&err) => Ok(0),
-        other => other,
     }
 }

@@ -120,5 +120,29 @@ pub fn explain(err: io::Error, addr: SocketAddr) -> io::Error {
 
 /// Whether an I/O error only means "not now".
 pub fn would_block(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::WouldBlock
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// Reads once: `Some(0)` at end of stream, `None` when nothing is ready.
+pub fn try_read<N: Network>(
+    net: &mut N,
+    id: SocketId,
+    buf: &mut [u8],
+) -> io::Result<Option<usize>> {
+    match net.read(id, buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(err) if would_block(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Writes once: the bytes taken, 0 when the socket would block.
+pub fn try_write<N: Network>(net: &mut N, id: SocketId, buf: &[u8]) -> io::Result<usize> {
+    match net.write(id, buf) {
+        Err(err) if would_block(&err) => Ok(0),
+        result => result,
+    }
 }

@@ -1,0 +1,179 @@
+//! One benchmark connection slot and its traffic.
+
+use super::pattern;
+use super::{Mode, Plan};
+use crate::net::{try_read, try_write, Interest, Network, SocketId};
+use std::io;
+use std::time::Duration;
+
+/// Reads and writes one flow may do per turn before yielding to the others.
+const STEPS_PER_TURN: usize = 16;
+/// Write size in stream mode when `--size` is larger.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// What a flow's turn produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Echoes completed this turn, with their latencies.
+    pub latencies: Vec<Duration>,
+    /// Echoed bytes verified this turn.
+    pub bytes: u64,
+    /// The turn ended with work left; drive the flow again soon.
+    pub yielded: bool,
+    /// The flow closed its connection and wants a new one (connect mode).
+    pub reconnect: bool,
+}
+
+/// An echoed byte was not the one sent.
+#[derive(Debug)]
+pub struct Corruption {
+    /// Connection slot.
+    pub slot: u64,
+    /// Message number within the slot (0 in stream mode).
+    pub message: u64,
+    /// Offset within the message or stream of the first chunk that differed.
+    pub offset: u64,
+}
+
+/// One connection slot: its socket and where its traffic stands.
+pub struct Flow {
+    slot: u64,
+    /// The open connection.
+    pub id: SocketId,
+    message: u64,
+    seed: u64,
+    /// Bytes of the current message (or stream) written and echoed.
+    sent: u64,
+    received: u64,
+    started: Duration,
+    /// Bytes to send: the current message, or the stream chunk that starts
+    /// at `outgoing_offset`.
+    outgoing: Vec<u8>,
+    outgoing_offset: u64,
+    interest: Interest,
+}
+
+impl Flow {
+    /// Connects slot `slot` and prepares its first message.
+    pub fn open<N: Network>(
+        net: &mut N,
+        plan: &Plan,
+        slot: u64,
+        message: u64,
+        now: Duration,
+    ) -> io::Result<Self> {
+        let id = net.connect(plan.addr)?;
+        let len = match plan.mode {
+            Mode::Stream => plan.size.min(STREAM_CHUNK),
+            Mode::Pingpong | Mode::Connect => plan.size,
+        };
+        let mut flow = Flow {
+            slot,
+            id,
+            message,
+            seed: 0,
+            sent: 0,
+            received: 0,
+            started: now,
+            outgoing: vec![0; len],
+            outgoing_offset: 0,
+            interest: Interest::NONE,
+        };
+        flow.start_message(now);
+        Ok(flow)
+    }
+
+    fn start_message(&mut self, now: Duration) {
+        self.seed = pattern::seed(self.slot, self.message);
+        self.sent = 0;
+        self.received = 0;
+        self.outgoing_offset = 0;
+        self.started = now;
+        pattern::fill(self.seed, 0, &mut self.outgoing);
+    }
+
+    /// Moves bytes until the socket would block or the turn is used up,
+    /// checking every echoed byte. `incoming` and `expected` are scratch
+    /// buffers of equal length.
+    pub fn drive<N: Network>(
+        &mut self,
+        net: &mut N,
+        plan: &Plan,
+        now: Duration,
+        incoming: &mut [u8],
+        expected: &mut [u8],
+    ) -> io::Result<Result<Outcome, Corruption>> {
+        let mut outcome = Outcome::default();
+        let message_len = self.outgoing.len() as u64;
+        let streaming = plan.mode == Mode::Stream;
+        for _ in 0..STEPS_PER_TURN {
+            let mut progressed = false;
+            if streaming && self.sent == self.outgoing_offset + message_len {
+                self.outgoing_offset = self.sent;
+                pattern::fill(self.seed, self.sent, &mut self.outgoing);
+            }
+            let unsent = (self.sent - self.outgoing_offset) as usize;
+            if unsent < self.outgoing.len() {
+                let n = try_write(net, self.id, &self.outgoing[unsent..])?;
+                self.sent += n as u64;
+                progressed |= n > 0;
+            }
+            let wanted = match streaming {
+                true => incoming.len(),
+                false => incoming.len().min((message_len - self.received) as usize),
+            };
+            if let Some(n) = try_read(net, self.id, &mut incoming[..wanted])? {
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ));
+                }
+                if !pattern::matches(self.seed, self.received, &incoming[..n], expected) {
+                    return Ok(Err(Corruption {
+                        slot: self.slot,
+                        message: self.message,
+                        offset: self.received,
+                    }));
+                }
+                self.received += n as u64;
+                outcome.bytes += n as u64;
+                progressed = true;
+            }
+            if !streaming && self.received == message_len {
+                outcome.latencies.push(now.saturating_sub(self.started));
+                self.message += 1;
+                if plan.mode == Mode::Connect {
+                    outcome.reconnect = true;
+                    return Ok(Ok(outcome));
+                }
+                self.start_message(now);
+                continue;
+            }
+            if !progressed {
+                self.want(net, streaming || self.sent < message_len);
+                return Ok(Ok(outcome));
+            }
+        }
+        outcome.yielded = true;
+        Ok(Ok(outcome))
+    }
+
+    fn want<N: Network>(&mut self, net: &mut N, write: bool) {
+        let interest = Interest { read: true, write };
+        if interest != self.interest {
+            net.set_interest(self.id, interest);
+            self.interest = interest;
+        }
+    }
+
+    /// The connection slot this flow fills.
+    pub fn slot(&self) -> u64 {
+        self.slot
+    }
+
+    /// The next message number of this slot.
+    pub fn next_message(&self) -> u64 {
+        self.message
+    }
+}

@@ -1,0 +1,249 @@
+//! The load generator: many connections on one event loop, every echoed
+//! byte checked against what was sent.
+
+mod flow;
+mod pattern;
+
+use crate::net::{Network, SocketId};
+use flow::{Corruption, Flow};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::fmt;
+use std::mem;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Size of the read and compare buffers shared by all flows.
+const SCRATCH_SIZE: usize = 64 * 1024;
+/// How often the progress callback runs.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What each connection does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Write a message, read its echo, repeat.
+    Pingpong,
+    /// Write continuously while reading the echo (full-duplex throughput).
+    Stream,
+    /// Connect, echo one message, close, repeat (the accept path).
+    Connect,
+}
+
+/// One benchmark run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Echo server to load.
+    pub addr: SocketAddr,
+    /// Connections (or, in connect mode, concurrent connect loops).
+    pub connections: usize,
+    /// Message size; in stream mode, the write size (at most 64 KiB).
+    pub size: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// Traffic shape.
+    pub mode: Mode,
+}
+
+/// Counters so far, for progress output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Snapshot {
+    /// Time since the start.
+    pub elapsed: Duration,
+    /// Echoes completed.
+    pub requests: u64,
+    /// Echoed bytes verified.
+    pub bytes: u64,
+    /// Connection errors.
+    pub errors: u64,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Slowest echo.
+    pub max_us: f64,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Traffic shape.
+    pub mode: Mode,
+    /// Connections (or connect loops).
+    pub connections: usize,
+    /// Message or write size in bytes.
+    pub size: usize,
+    /// Measured duration.
+    pub seconds: f64,
+    /// Echoes completed (messages; 0 in stream mode).
+    pub requests: u64,
+    /// Echoes per second.
+    pub requests_per_sec: f64,
+    /// Echoed bytes verified.
+    pub bytes: u64,
+    /// Echoed MiB per second.
+    pub mib_per_sec: f64,
+    /// Echo latency (none in stream mode).
+    pub latency: Option<Latency>,
+    /// Connections opened.
+    pub connections_opened: u64,
+    /// Connections that failed (reset, closed early) and were reopened.
+    pub errors: u64,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:?} {} x {} B for {:.2}s",
+            self.mode, self.connections, self.size, self.seconds
+        )?;
+        writeln!(
+            f,
+            "  {:.0} req/s, {:.2} MiB/s ({} echoes, {} bytes verified)",
+            self.requests_per_sec, self.mib_per_sec, self.requests, self.bytes
+        )?;
+        if let Some(l) = &self.latency {
+            writeln!(
+                f,
+                "  latency p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+                l.p50_us, l.p99_us, l.p999_us, l.max_us
+            )?;
+        }
+        write!(
+            f,
+            "  {} connections opened, {} errors",
+            self.connections_opened, self.errors
+        )
+    }
+}
+
+/// An echoed byte differed from the byte sent.
+#[derive(Debug)]
+pub struct BenchMismatch(Corruption);
+
+impl fmt::Display for BenchMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Corruption {
+            slot,
+            message,
+            offset,
+        } = self.0;
+        write!(
+            f,
+            "echo mismatch: connection {slot}, message {message}: the echo read at offset {offset} differs from what was sent"
+        )
+    }
+}
+
+impl std::error::Error for BenchMismatch {}
+
+/// Runs `plan` on `net`, calling `progress` about once a second.
+pub fn run<N: Network>(
+    net: &mut N,
+    plan: &Plan,
+    mut progress: impl FnMut(&Snapshot),
+) -> anyhow::Result<Report> {
+    let start = net.now();
+    let deadline = start + plan.duration;
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
+    let mut counts = Snapshot::default();
+    let mut opened = 0u64;
+    let mut flows: Vec<Option<Flow>> = Vec::new();
+    for slot in 0..plan.connections as u64 {
+        let flow = Flow::open(net, plan, slot, 0, net.now())?;
+        opened += 1;
+        place(&mut flows, flow);
+    }
+    let mut incoming = vec![0; SCRATCH_SIZE].into_boxed_slice();
+    let mut expected = vec![0; SCRATCH_SIZE].into_boxed_slice();
+    let mut ready: Vec<SocketId> = flows.iter().flatten().map(|flow| flow.id).collect();
+    let mut again = Vec::new();
+    let mut next_progress = start + PROGRESS_INTERVAL;
+    loop {
+        let now = net.now();
+        if now >= deadline {
+            break;
+        }
+        if now >= next_progress {
+            counts.elapsed = now - start;
+            progress(&counts);
+            next_progress += PROGRESS_INTERVAL;
+        }
+        for id in mem::take(&mut ready) {
+            let Some(mut flow) = flows.get_mut(id.0).and_then(Option::take) else {
+                continue;
+            };
+            let outcome = match flow.drive(net, plan, now, &mut incoming, &mut expected) {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(corruption)) => return Err(BenchMismatch(corruption).into()),
+                Err(_) => {
+                    counts.errors += 1;
+                    flow::Outcome {
+                        reconnect: true,
+                        ..Default::default()
+                    }
+                }
+            };
+            counts.bytes += outcome.bytes;
+            counts.requests += outcome.latencies.len() as u64;
+            for took in &outcome.latencies {
+                latency.saturating_record(took.as_nanos().max(1) as u64);
+            }
+            if outcome.reconnect {
+                net.close(id);
+                flow = Flow::open(net, plan, flow.slot(), flow.next_message(), net.now())?;
+                opened += 1;
+                again.push(flow.id);
+            } else if outcome.yielded {
+                again.push(id);
+            }
+            place(&mut flows, flow);
+        }
+        let timeout = match again.is_empty() {
+            true => deadline.min(next_progress).saturating_sub(net.now()),
+            false => Duration::ZERO,
+        };
+        ready.append(&mut again);
+        net.wait(Some(timeout), &mut ready)?;
+    }
+    let seconds = (net.now() - start).as_secs_f64();
+    for flow in flows.into_iter().flatten() {
+        net.close(flow.id);
+    }
+    let percentile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Report {
+        mode: plan.mode,
+        connections: plan.connections,
+        size: plan.size,
+        seconds,
+        requests: counts.requests,
+        requests_per_sec: counts.requests as f64 / seconds,
+        bytes: counts.bytes,
+        mib_per_sec: counts.bytes as f64 / seconds / (1024.0 * 1024.0),
+        latency: (!latency.is_empty()).then(|| Latency {
+            p50_us: percentile(0.5),
+            p99_us: percentile(0.99),
+            p999_us: percentile(0.999),
+            max_us: latency.max() as f64 / 1000.0,
+        }),
+        connections_opened: opened,
+        errors: counts.errors,
+    })
+}
+
+/// Files `flow` under its socket's index.
+fn place(flows: &mut Vec<Option<Flow>>, flow: Flow) {
+    let index = flow.id.0;
+    if flows.len() <= index {
+        flows.resize_with(index + 1, || None);
+    }
+    flows[index] = Some(flow);
+}
