@@ -65,6 +65,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub idle_timeout: Option<Duration>,
 
+    /// Event loops (threads) sharing the listener; default: one per core.
+    /// The WebAssembly build has no threads and always runs one.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: Option<u32>,
+
     /// Log every connection's open and close (peer, bytes echoed, duration) to stderr.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,

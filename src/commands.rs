@@ -1,7 +1,7 @@
 //! The subcommands, glued from the engine, the client and the host network.
 
 use crate::bench::{self, Plan, Snapshot};
-use crate::cli::{BenchArgs, SendArgs, ServeArgs};
+use crate::cli::{BenchArgs, SendArgs, ServeArgs, EXIT_FAILURE};
 use crate::client;
 use crate::engine::{Config, LogLevel, Server};
 use crate::net::HostNetwork;
@@ -9,6 +9,8 @@ use anyhow::Context;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::Path;
+use std::process;
+use std::thread;
 
 /// Runs `echokit serve` until a fatal error.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
@@ -26,6 +28,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let net = HostNetwork::new().context("cannot open the network")?;
     let mut server = Server::bind(net, args.listen, args.backlog, config)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    start_workers(&server, args.workers, log)?;
     let bound = server.local_addr()?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {bound}")?;
@@ -34,6 +37,46 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         eprintln!("echokit: warning: {bound} is not a loopback address; the echo service is reachable from the network");
     }
     server.run().context("event loop failed")
+}
+
+/// Starts the extra event loops of `serve`. Without `--workers`, runs one
+/// loop per core where the build has threads; asked for more loops than it
+/// can run, the build says so.
+fn start_workers(
+    server: &Server<HostNetwork>,
+    requested: Option<u32>,
+    log: LogLevel,
+) -> anyhow::Result<()> {
+    let wanted = match requested {
+        Some(workers) => workers as usize,
+        None => thread::available_parallelism().map_or(1, usize::from),
+    };
+    for number in 1..wanted {
+        let share = match server.share() {
+            Ok(share) => share,
+            Err(err) if err.kind() == io::ErrorKind::Unsupported => {
+                if requested.is_some() && log > LogLevel::Silent {
+                    eprintln!("echokit: warning: --workers {wanted} ignored: {err}");
+                }
+                break;
+            }
+            Err(err) => return Err(err).context("cannot share the listener with workers"),
+        };
+        thread::Builder::new()
+            .name(format!("echokit-worker-{number}"))
+            .spawn(move || {
+                let result = HostNetwork::new()
+                    .and_then(|net| Server::adopt(net, share))
+                    .and_then(|mut server| server.run());
+                if let Err(err) = result {
+                    // A server missing one of its loops is worse than none.
+                    eprintln!("echokit: worker {number} failed: {err}");
+                    process::exit(EXIT_FAILURE.into());
+                }
+            })
+            .context("cannot start a worker thread")?;
+    }
+    Ok(())
 }
 
 /// Runs `echokit send`: returns an error wrapping

@@ -11,6 +11,8 @@ use crate::net::{explain, would_block, Interest, Network, SocketId};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Size of the read buffer shared by all connections of one server.
@@ -56,6 +58,14 @@ impl Default for Config {
     }
 }
 
+/// What another event loop needs to serve the same listener: see
+/// [`Server::share`].
+pub struct Share<L> {
+    listener: L,
+    config: Config,
+    open_total: Arc<AtomicUsize>,
+}
+
 /// An echo server listening on one socket of `N`.
 pub struct Server<N: Network> {
     net: N,
@@ -63,6 +73,9 @@ pub struct Server<N: Network> {
     listener: SocketId,
     connections: Vec<Option<Connection>>,
     open: usize,
+    /// Connections open across every server sharing the listener, for
+    /// [`Config::max_connections`].
+    open_total: Arc<AtomicUsize>,
     scratch: Box<[u8]>,
     ready: Vec<SocketId>,
     /// Sockets that yielded with work left; driven next turn without waiting.
@@ -77,22 +90,55 @@ impl<N: Network> Server<N> {
         let listener = net
             .listen(addr, backlog)
             .map_err(|err| explain(err, addr))?;
+        Ok(Self::with_listener(net, listener, config, Arc::default()))
+    }
+
+    /// A handle for another event loop, typically on another thread, to
+    /// serve this server's listener with [`Server::adopt`]; the connection
+    /// limit counts the connections of both. Fails on hosts that run a
+    /// single event loop.
+    pub fn share(&self) -> io::Result<Share<N::SharedListener>> {
+        Ok(Share {
+            listener: self.net.share(self.listener)?,
+            config: self.config.clone(),
+            open_total: Arc::clone(&self.open_total),
+        })
+    }
+
+    /// Serves a listener shared by another server.
+    pub fn adopt(mut net: N, share: Share<N::SharedListener>) -> io::Result<Self> {
+        let listener = net.adopt(share.listener)?;
+        Ok(Self::with_listener(
+            net,
+            listener,
+            share.config,
+            share.open_total,
+        ))
+    }
+
+    fn with_listener(
+        mut net: N,
+        listener: SocketId,
+        config: Config,
+        open_total: Arc<AtomicUsize>,
+    ) -> Self {
         net.set_interest(listener, Interest::READ);
         let next_idle_sweep = config
             .idle_timeout
             .map(|idle| net.now() + sweep_interval(idle));
-        Ok(Server {
+        Server {
             net,
             config,
             listener,
             connections: Vec::new(),
             open: 0,
+            open_total,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             ready: Vec::new(),
             again: Vec::new(),
             accept_paused_until: None,
             next_idle_sweep,
-        })
+        }
     }
 
     /// The address actually bound (with the real port when asked for port 0).
@@ -181,7 +227,8 @@ impl<N: Network> Server<N> {
     }
 
     fn admit(&mut self, id: SocketId, peer: SocketAddr, now: Duration) {
-        if self.open >= self.config.max_connections {
+        if self.open_total.fetch_add(1, Ordering::Relaxed) >= self.config.max_connections {
+            self.open_total.fetch_sub(1, Ordering::Relaxed);
             self.net.close(id);
             self.log(
                 LogLevel::Connections,
@@ -217,6 +264,7 @@ impl<N: Network> Server<N> {
         };
         self.net.close(id);
         self.open -= 1;
+        self.open_total.fetch_sub(1, Ordering::Relaxed);
         let seconds = now.saturating_sub(conn.opened).as_secs_f64();
         self.log(
             LogLevel::Connections,

@@ -137,6 +137,8 @@ impl World {
 }
 
 impl Network for LoopbackNetwork {
+    type SharedListener = std::convert::Infallible;
+
     fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
         let mut world = self.world.borrow_mut();
         let addr = if addr.port() == 0 {

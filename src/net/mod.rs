@@ -60,8 +60,29 @@ impl Interest {
 
 /// A host's TCP sockets, driven by readiness.
 pub trait Network {
+    /// A listener on its way to another network of the same kind, so that
+    /// several event loops (threads) can accept from one port. Hosts that
+    /// run a single event loop use [`std::convert::Infallible`] and keep
+    /// the default [`Network::share`] and [`Network::adopt`].
+    type SharedListener: Send + 'static;
+
     /// Binds `addr`, listens with `backlog`, and returns the listener.
     fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId>;
+
+    /// Makes a handle on `listener` for another network to [`adopt`]; fails
+    /// with [`io::ErrorKind::Unsupported`] on hosts without threads.
+    ///
+    /// [`adopt`]: Network::adopt
+    fn share(&self, listener: SocketId) -> io::Result<Self::SharedListener> {
+        let _ = listener;
+        Err(single_event_loop())
+    }
+
+    /// Starts accepting from a listener shared by another network.
+    fn adopt(&mut self, listener: Self::SharedListener) -> io::Result<SocketId> {
+        let _ = listener;
+        Err(single_event_loop())
+    }
 
     /// Connects to `addr`, blocking until the connection is established.
     fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId>;
@@ -94,6 +115,14 @@ pub trait Network {
 
     /// Monotonic time since the network was created.
     fn now(&self) -> Duration;
+}
+
+/// The error of [`Network::share`] on hosts that run a single event loop.
+pub fn single_event_loop() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this build has no threads and runs one event loop",
+    )
 }
 
 /// Adds the likely cause and remedy to the listen and connect errors users

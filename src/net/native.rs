@@ -7,6 +7,7 @@ use slab::Slab;
 use socket2::{Domain, Socket as RawSocket, Type};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 /// Sockets of the host operating system.
@@ -84,6 +85,21 @@ fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpList
 }
 
 impl Network for NativeNetwork {
+    type SharedListener = std::net::TcpListener;
+
+    fn share(&self, listener: SocketId) -> io::Result<Self::SharedListener> {
+        match self.sockets.get(listener.0).map(|entry| &entry.socket) {
+            Some(Socket::Listener(listener)) => Ok(listener.as_fd().try_clone_to_owned()?.into()),
+            _ => Err(not_a(listener, "listener")),
+        }
+    }
+
+    fn adopt(&mut self, listener: Self::SharedListener) -> io::Result<SocketId> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener);
+        Ok(self.insert(Socket::Listener(listener)))
+    }
+
     fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
         let listener = TcpListener::from_std(bind_listener(addr, backlog)?);
         Ok(self.insert(Socket::Listener(listener)))

@@ -207,6 +207,8 @@ fn from_wasi_addr(addr: IpSocketAddress) -> SocketAddr {
 }
 
 impl Network for WasiNetwork {
+    type SharedListener = std::convert::Infallible;
+
     fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
         let socket = self.create_socket(addr)?;
         socket
