@@ -5,7 +5,14 @@
 //!
 //! Builds (the `Target` adapters in tests/kit/target.rs):
 //! - native: the `echokit` binary cargo builds for this test;
-//! - wasm: `wasmtime run -S inherit-network <echokit.wasm> ARGS...`.
+//! - wasm: `wasmtime run -S inherit-network <echokit.wasm> ARGS...`; when a
+//!   client names files (`--input`/`--output`), their temporary directory is
+//!   preopened at the same path (`--dir DIR::DIR`), the WASI way of granting
+//!   files, so the arguments read the same for both builds.
+//!
+//! Where the builds must behave differently, fixtures/scenarios.toml says so
+//! in a `[[scenario.deviation]]` with its reason, and the test is listed as
+//! `[deviation]`; a pairing needing an undeclared difference fails.
 //!
 //! Client columns: native, wasm (each build's `echokit send`), and std, a
 //! plain `std::net` client in tests/kit/std_client.rs that shares no code

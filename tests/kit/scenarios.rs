@@ -10,7 +10,7 @@ use super::{limits, world};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -290,21 +290,31 @@ fn concurrent(case: &Case) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut server = case.start_server()?;
     let dir = tempdir()?;
-    let barrier = Barrier::new(n);
+    // Every client thread waits at this gate; it opens once all exist, so
+    // the clients start together (or, if a thread cannot be made, not at all).
+    let gate = Gate::default();
     let failures = Mutex::new(Vec::new());
     thread::scope(|scope| {
         for (i, payload) in payloads.iter().enumerate() {
-            let (barrier, failures, dir, addr) = (&barrier, &failures, dir.path(), server.addr);
-            thread::Builder::new()
-                .stack_size(256 * 1024)
-                .spawn_scoped(scope, move || {
-                    barrier.wait();
-                    if let Err(err) = column_echo(case, addr, payload, dir, i) {
-                        lock(failures).push(format!("client {i}: {err}"));
-                    }
-                })
-                .expect("spawn a client thread");
+            let (gate, failures, dir, addr) = (&gate, &failures, dir.path(), server.addr);
+            let spawned =
+                thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(scope, move || {
+                        if !gate.pass() {
+                            return;
+                        }
+                        if let Err(err) = column_echo(case, addr, payload, dir, i) {
+                            lock(failures).push(format!("client {i}: {err}"));
+                        }
+                    });
+            if let Err(err) = spawned {
+                lock(failures).push(format!("cannot start client thread {i}: {err}"));
+                gate.open(false);
+                return;
+            }
         }
+        gate.open(true);
     });
     let failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
     if !failures.is_empty() {
@@ -323,6 +333,31 @@ fn concurrent(case: &Case) -> Result<(), String> {
         );
     }
     server.ensure_alive()
+}
+
+/// Holds threads until opened; `open(false)` sends them home.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<Option<bool>>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn open(&self, go: bool) {
+        *lock(&self.state) = Some(go);
+        self.opened.notify_all();
+    }
+
+    /// Waits for the gate; whether to go on.
+    fn pass(&self) -> bool {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(go) = *state {
+                return go;
+            }
+            state = self.opened.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 /// 8: a slow reader must not hold up other clients.
