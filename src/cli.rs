@@ -1,6 +1,7 @@
 //! Command-line interface, the same for the native and the WebAssembly build.
 
 use crate::bench::{BenchMismatch, Mode};
+use crate::client::datagram::{DatagramMismatch, MAX_DATAGRAM};
 use crate::client::EchoMismatch;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -65,6 +66,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub idle_timeout: Option<Duration>,
 
+    /// Serve TCP echo (the default when neither --tcp nor --udp is given).
+    #[arg(long)]
+    pub tcp: bool,
+
+    /// Serve UDP echo; with --tcp too, both on the same address and port.
+    #[arg(long)]
+    pub udp: bool,
+
     /// Event loops (threads) sharing the listener; default: one per core.
     /// The WebAssembly build has no threads and always runs one.
     #[arg(long, value_name = "N",
@@ -95,6 +104,24 @@ pub struct SendArgs {
     /// File to write the echo to; "-" writes standard output.
     #[arg(long, value_name = "FILE", default_value = "-")]
     pub output: PathBuf,
+
+    /// Send over UDP, one datagram at a time, each waiting for its echo.
+    #[arg(long)]
+    pub udp: bool,
+
+    /// Bytes per datagram (with --udp; at most 65507).
+    #[arg(long, value_name = "BYTES", default_value_t = 1024, requires = "udp",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_DATAGRAM as i64))]
+    pub datagram_size: u32,
+
+    /// Seconds to wait for each datagram's echo before sending it again (with --udp).
+    #[arg(long, value_name = "SECS", default_value = "1", requires = "udp",
+          value_parser = parse_seconds)]
+    pub timeout: Duration,
+
+    /// How many times a datagram is sent again before it counts as lost (with --udp).
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "udp")]
+    pub retries: u32,
 }
 
 /// Options of `echokit bench`.
@@ -130,7 +157,7 @@ pub struct BenchArgs {
 
 /// The exit status for an error returned by a subcommand.
 pub fn exit_status(err: &anyhow::Error) -> u8 {
-    if err.is::<EchoMismatch>() || err.is::<BenchMismatch>() {
+    if err.is::<EchoMismatch>() || err.is::<BenchMismatch>() || err.is::<DatagramMismatch>() {
         EXIT_MISMATCH
     } else {
         EXIT_FAILURE

@@ -1,8 +1,9 @@
 //! The subcommands, glued from the engine, the client and the host network.
 
 use crate::bench::{self, Plan, Snapshot};
-use crate::cli::{BenchArgs, SendArgs, ServeArgs, EXIT_FAILURE};
+use crate::cli::{exit_status, BenchArgs, SendArgs, ServeArgs, EXIT_FAILURE};
 use crate::client;
+use crate::client::datagram::{send_datagrams, DatagramOptions};
 use crate::engine::{Config, LogLevel, Server};
 use crate::net::HostNetwork;
 use anyhow::Context;
@@ -26,8 +27,20 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         ..Config::default()
     };
     let net = HostNetwork::new().context("cannot open the network")?;
-    let mut server = Server::bind(net, args.listen, args.backlog, config)
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let mut server = Server::new(net, config);
+    let mut addr = args.listen;
+    let listen_error = || format!("cannot listen on {}", args.listen);
+    if args.tcp || !args.udp {
+        addr = server
+            .listen_tcp(addr, args.backlog)
+            .with_context(listen_error)?;
+    }
+    if args.udp {
+        // With TCP too, UDP takes the port TCP got.
+        server
+            .listen_udp(addr)
+            .with_context(|| format!("{} (udp)", listen_error()))?;
+    }
     start_workers(&server, args.workers, log)?;
     let bound = server.local_addr()?;
     let mut stdout = io::stdout().lock();
@@ -85,14 +98,28 @@ pub fn send(args: &SendArgs) -> anyhow::Result<()> {
     let input = read_input(&args.input)?;
     let mut net = HostNetwork::new().context("cannot open the network")?;
     let mut out = open_output(&args.output)?;
-    client::send(&mut net, args.connect, &input, &mut out).map_err(|err| {
-        if err.is::<client::EchoMismatch>() {
-            err
-        } else {
-            err.context(format!("echo via {} failed", args.connect))
-        }
-    })?;
-    Ok(())
+    let result = if args.udp {
+        let options = DatagramOptions {
+            size: args.datagram_size as usize,
+            timeout: args.timeout,
+            retries: args.retries,
+        };
+        send_datagrams(&mut net, args.connect, &input, options, &mut out).map(|report| {
+            if report.retransmits + report.late > 0 {
+                eprintln!(
+                    "echokit: {} datagrams echoed; {} sent again after a timeout, {} late echoes (reordered or duplicated)",
+                    report.datagrams, report.retransmits, report.late
+                );
+            }
+        })
+    } else {
+        client::send(&mut net, args.connect, &input, &mut out).map(drop)
+    };
+    out.flush()?;
+    result.map_err(|err| match exit_status(&err) {
+        EXIT_FAILURE => err.context(format!("echo via {} failed", args.connect)),
+        _ => err,
+    })
 }
 
 /// Runs `echokit bench`: prints the report, then fails if any connection

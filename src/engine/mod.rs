@@ -4,8 +4,10 @@
 //! sockets belong to.
 
 mod connection;
+mod datagram;
 
 pub use connection::{Connection, Progress};
+pub use datagram::DatagramEcho;
 
 use crate::net::{explain, would_block, Interest, Network, SocketId};
 use std::io;
@@ -66,11 +68,13 @@ pub struct Share<L> {
     open_total: Arc<AtomicUsize>,
 }
 
-/// An echo server listening on one socket of `N`.
+/// An echo server on `N`: a TCP listener and its connections, a UDP
+/// socket, or both.
 pub struct Server<N: Network> {
     net: N,
     config: Config,
-    listener: SocketId,
+    listener: Option<SocketId>,
+    datagrams: Option<(SocketId, DatagramEcho)>,
     connections: Vec<Option<Connection>>,
     open: usize,
     /// Connections open across every server sharing the listener, for
@@ -85,51 +89,28 @@ pub struct Server<N: Network> {
 }
 
 impl<N: Network> Server<N> {
-    /// Listens on `addr` with the given accept `backlog`.
-    pub fn bind(mut net: N, addr: SocketAddr, backlog: u32, config: Config) -> io::Result<Self> {
-        let listener = net
-            .listen(addr, backlog)
-            .map_err(|err| explain(err, addr))?;
-        Ok(Self::with_listener(net, listener, config, Arc::default()))
+    /// A server with no socket yet; add them with [`Server::listen_tcp`]
+    /// and [`Server::listen_udp`].
+    pub fn new(net: N, config: Config) -> Self {
+        Self::with_counter(net, config, Arc::default())
     }
 
-    /// A handle for another event loop, typically on another thread, to
-    /// serve this server's listener with [`Server::adopt`]; the connection
-    /// limit counts the connections of both. Fails on hosts that run a
-    /// single event loop.
-    pub fn share(&self) -> io::Result<Share<N::SharedListener>> {
-        Ok(Share {
-            listener: self.net.share(self.listener)?,
-            config: self.config.clone(),
-            open_total: Arc::clone(&self.open_total),
-        })
+    /// A TCP echo server listening on `addr` with the given accept `backlog`.
+    pub fn bind(net: N, addr: SocketAddr, backlog: u32, config: Config) -> io::Result<Self> {
+        let mut server = Self::new(net, config);
+        server.listen_tcp(addr, backlog)?;
+        Ok(server)
     }
 
-    /// Serves a listener shared by another server.
-    pub fn adopt(mut net: N, share: Share<N::SharedListener>) -> io::Result<Self> {
-        let listener = net.adopt(share.listener)?;
-        Ok(Self::with_listener(
-            net,
-            listener,
-            share.config,
-            share.open_total,
-        ))
-    }
-
-    fn with_listener(
-        mut net: N,
-        listener: SocketId,
-        config: Config,
-        open_total: Arc<AtomicUsize>,
-    ) -> Self {
-        net.set_interest(listener, Interest::READ);
+    fn with_counter(net: N, config: Config, open_total: Arc<AtomicUsize>) -> Self {
         let next_idle_sweep = config
             .idle_timeout
             .map(|idle| net.now() + sweep_interval(idle));
         Server {
             net,
             config,
-            listener,
+            listener: None,
+            datagrams: None,
             connections: Vec::new(),
             open: 0,
             open_total,
@@ -141,9 +122,56 @@ impl<N: Network> Server<N> {
         }
     }
 
-    /// The address actually bound (with the real port when asked for port 0).
+    /// Serves TCP echo on `addr`; returns the address bound.
+    pub fn listen_tcp(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketAddr> {
+        let listener = self
+            .net
+            .listen(addr, backlog)
+            .map_err(|err| explain(err, addr))?;
+        self.net.set_interest(listener, Interest::READ);
+        self.listener = Some(listener);
+        self.net.local_addr(listener)
+    }
+
+    /// Serves UDP echo on `addr`; returns the address bound.
+    pub fn listen_udp(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let socket = self.net.bind_udp(addr).map_err(|err| explain(err, addr))?;
+        self.net.set_interest(socket, Interest::READ);
+        self.datagrams = Some((socket, DatagramEcho::default()));
+        self.net.local_addr(socket)
+    }
+
+    /// A handle for another event loop, typically on another thread, to
+    /// serve this server's TCP listener with [`Server::adopt`]; the
+    /// connection limit counts the connections of both. Fails on hosts that
+    /// run a single event loop.
+    pub fn share(&self) -> io::Result<Share<N::SharedListener>> {
+        let listener = self
+            .listener
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no TCP listener to share"))?;
+        Ok(Share {
+            listener: self.net.share(listener)?,
+            config: self.config.clone(),
+            open_total: Arc::clone(&self.open_total),
+        })
+    }
+
+    /// Serves a listener shared by another server.
+    pub fn adopt(net: N, share: Share<N::SharedListener>) -> io::Result<Self> {
+        let mut server = Self::with_counter(net, share.config, share.open_total);
+        let listener = server.net.adopt(share.listener)?;
+        server.net.set_interest(listener, Interest::READ);
+        server.listener = Some(listener);
+        Ok(server)
+    }
+
+    /// The address served (with the real port when asked for port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.net.local_addr(self.listener)
+        let socket = self.listener.or(self.datagrams.as_ref().map(|(id, _)| *id));
+        match socket {
+            Some(socket) => self.net.local_addr(socket),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no socket bound")),
+        }
     }
 
     /// Connections currently open.
@@ -151,13 +179,19 @@ impl<N: Network> Server<N> {
         self.open
     }
 
-    /// Echo bytes held in memory across all connections.
+    /// Echo bytes held in memory across all connections and datagrams.
     pub fn buffered_bytes(&self) -> usize {
-        self.connections
+        let datagrams = self
+            .datagrams
+            .as_ref()
+            .map_or(0, |(_, echo)| echo.backlog());
+        let streams: usize = self
+            .connections
             .iter()
             .flatten()
             .map(Connection::backlog)
-            .sum()
+            .sum();
+        streams + datagrams
     }
 
     /// Serves until an error on the listener or the event loop itself.
@@ -185,8 +219,14 @@ impl<N: Network> Server<N> {
         ready.append(&mut self.again);
         let now = self.net.now();
         for &id in &ready {
-            if id == self.listener {
+            if Some(id) == self.listener {
                 self.accept(now);
+            } else if self
+                .datagrams
+                .as_ref()
+                .is_some_and(|(socket, _)| *socket == id)
+            {
+                self.echo_datagrams();
             } else {
                 self.drive(id, now);
             }
@@ -204,11 +244,14 @@ impl<N: Network> Server<N> {
     }
 
     fn accept(&mut self, now: Duration) {
+        let Some(listener) = self.listener else {
+            return;
+        };
         if self.accept_paused_until.is_some() {
             return;
         }
         for _ in 0..ACCEPTS_PER_TURN {
-            match self.net.accept(self.listener) {
+            match self.net.accept(listener) {
                 Ok((id, peer)) => self.admit(id, peer, now),
                 Err(err) if would_block(&err) => return,
                 Err(err) if transient_accept_error(&err) => continue,
@@ -217,13 +260,27 @@ impl<N: Network> Server<N> {
                         LogLevel::Errors,
                         format_args!("accept failed: {err}; pausing"),
                     );
-                    self.net.set_interest(self.listener, Interest::NONE);
+                    self.net.set_interest(listener, Interest::NONE);
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
             }
         }
-        self.again.push(self.listener);
+        self.again.push(listener);
+    }
+
+    fn echo_datagrams(&mut self) {
+        let Some((socket, echo)) = &mut self.datagrams else {
+            return;
+        };
+        let bound = self.config.max_backlog;
+        let (yielded, error) = echo.drive(&mut self.net, *socket, &mut self.scratch, bound);
+        if yielded {
+            self.again.push(*socket);
+        }
+        if let Some(err) = error {
+            self.log(LogLevel::Connections, format_args!("udp: {err}"));
+        }
     }
 
     fn admit(&mut self, id: SocketId, peer: SocketAddr, now: Duration) {
@@ -276,10 +333,12 @@ impl<N: Network> Server<N> {
     }
 
     fn maintain(&mut self, now: Duration) {
-        if self.accept_paused_until.is_some_and(|until| now >= until) {
-            self.accept_paused_until = None;
-            self.net.set_interest(self.listener, Interest::READ);
-            self.again.push(self.listener);
+        if let (Some(until), Some(listener)) = (self.accept_paused_until, self.listener) {
+            if now >= until {
+                self.accept_paused_until = None;
+                self.net.set_interest(listener, Interest::READ);
+                self.again.push(listener);
+            }
         }
         let (Some(idle), Some(sweep)) = (self.config.idle_timeout, self.next_idle_sweep) else {
             return;

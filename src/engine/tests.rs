@@ -265,3 +265,43 @@ fn listening_twice_on_one_address_is_address_in_use() {
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     assert!(err.to_string().contains("another server"), "{err}");
 }
+
+#[test]
+fn datagrams_come_back_whole_to_their_senders() {
+    let world = Loopback::with_buffer(1 << 20);
+    let mut server = Server::new(world.host(), Config::default());
+    let addr = server.listen_udp(ANY_PORT).unwrap();
+    let mut client = world.host();
+    let alice = client.bind_udp(ANY_PORT).unwrap();
+    let bob = client.bind_udp(ANY_PORT).unwrap();
+    let sent: Vec<_> = (0..50).map(|i| payload(1 + i * 300, i as u8)).collect();
+    for datagram in &sent {
+        client.send_to(alice, datagram, addr).unwrap();
+        client.send_to(bob, &datagram[..1], addr).unwrap();
+    }
+    server.turn(Some(Duration::ZERO)).unwrap();
+    server.turn(Some(Duration::ZERO)).unwrap();
+    let mut buf = vec![0; 65_536];
+    for datagram in &sent {
+        let (len, from) = client.recv_from(alice, &mut buf).unwrap();
+        assert_eq!((&buf[..len], from), (&datagram[..], addr));
+        let (len, _) = client.recv_from(bob, &mut buf).unwrap();
+        assert_eq!(&buf[..len], &datagram[..1]);
+    }
+    assert!(would_block(&client.recv_from(alice, &mut buf).unwrap_err()));
+}
+
+#[test]
+fn tcp_and_udp_share_one_server() {
+    let world = Loopback::default();
+    let mut server = Server::new(world.host(), Config::default());
+    let addr = server.listen_tcp(ANY_PORT, 8).unwrap();
+    assert_eq!(server.listen_udp(addr).unwrap(), addr);
+    let mut client = world.host();
+    let udp = client.bind_udp(ANY_PORT).unwrap();
+    client.send_to(udp, b"ping", addr).unwrap();
+    let results = echo_all(&mut server, &world, addr, &[b"over tcp".to_vec()]);
+    assert_eq!(results, [Ok(8)]);
+    let mut buf = [0; 16];
+    assert_eq!(client.recv_from(udp, &mut buf).unwrap(), (4, addr));
+}

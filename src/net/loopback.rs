@@ -34,6 +34,7 @@ struct World {
     next_port: u16,
     sockets: Slab<Socket>,
     listeners: HashMap<SocketAddr, usize>,
+    datagram_sockets: HashMap<SocketAddr, usize>,
 }
 
 enum Socket {
@@ -45,6 +46,13 @@ enum Socket {
         interest: Interest,
     },
     Stream(Stream),
+    Datagram {
+        host: usize,
+        addr: SocketAddr,
+        /// Datagrams received and not read yet; a full inbox drops more.
+        inbox: VecDeque<(Vec<u8>, SocketAddr)>,
+        interest: Interest,
+    },
 }
 
 struct Stream {
@@ -75,6 +83,7 @@ impl Loopback {
                 next_port: 40_000,
                 sockets: Slab::new(),
                 listeners: HashMap::new(),
+                datagram_sockets: HashMap::new(),
             })),
         }
     }
@@ -123,6 +132,12 @@ impl World {
                 interest,
                 ..
             } => *owner == host && interest.read && !pending.is_empty(),
+            Socket::Datagram {
+                host: owner,
+                inbox,
+                interest,
+                ..
+            } => *owner == host && (interest.write || (interest.read && !inbox.is_empty())),
             Socket::Stream(stream) if stream.host != host => false,
             Socket::Stream(stream) => {
                 let readable = !stream.inbox.is_empty() || stream.peer_shut;
@@ -174,7 +189,7 @@ impl Network for LoopbackNetwork {
                 return Err(error(io::ErrorKind::ConnectionRefused));
             }
             Socket::Listener { host, .. } => *host,
-            Socket::Stream(_) => return Err(error(io::ErrorKind::ConnectionRefused)),
+            _ => return Err(error(io::ErrorKind::ConnectionRefused)),
         };
         let local = world.ephemeral_addr();
         let new_stream = |host, local| {
@@ -218,8 +233,64 @@ impl Network for LoopbackNetwork {
         match self.world.borrow().sockets.get(id.0) {
             Some(Socket::Listener { addr, .. }) => Ok(*addr),
             Some(Socket::Stream(stream)) => Ok(stream.local),
+            Some(Socket::Datagram { addr, .. }) => Ok(*addr),
             None => Err(error(io::ErrorKind::NotConnected)),
         }
+    }
+
+    fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+        let mut world = self.world.borrow_mut();
+        let addr = if addr.port() == 0 {
+            SocketAddr::new(addr.ip(), world.ephemeral_addr().port())
+        } else {
+            addr
+        };
+        if world.datagram_sockets.contains_key(&addr) {
+            return Err(error(io::ErrorKind::AddrInUse));
+        }
+        let key = world.sockets.insert(Socket::Datagram {
+            host: self.host,
+            addr,
+            inbox: VecDeque::new(),
+            interest: Interest::NONE,
+        });
+        world.datagram_sockets.insert(addr, key);
+        Ok(SocketId(key))
+    }
+
+    fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        match self.world.borrow_mut().sockets.get_mut(id.0) {
+            Some(Socket::Datagram { inbox, .. }) => {
+                let (datagram, from) = inbox
+                    .pop_front()
+                    .ok_or_else(|| error(io::ErrorKind::WouldBlock))?;
+                let n = datagram.len().min(buf.len());
+                buf[..n].copy_from_slice(&datagram[..n]);
+                Ok((n, from))
+            }
+            _ => Err(error(io::ErrorKind::InvalidInput)),
+        }
+    }
+
+    /// Delivers at once, or drops the datagram when the receiver's inbox
+    /// holds its buffer's worth of bytes, as UDP may.
+    fn send_to(&mut self, id: SocketId, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        let mut world = self.world.borrow_mut();
+        let world = &mut *world;
+        let from = match world.sockets.get(id.0) {
+            Some(Socket::Datagram { addr, .. }) => *addr,
+            _ => return Err(error(io::ErrorKind::InvalidInput)),
+        };
+        let target = world.datagram_sockets.get(&to).copied();
+        if let Some(Socket::Datagram { inbox, .. }) =
+            target.and_then(|key| world.sockets.get_mut(key))
+        {
+            let queued: usize = inbox.iter().map(|(data, _)| data.len()).sum();
+            if queued + datagram.len() <= world.buffer {
+                inbox.push_back((datagram.to_vec(), from));
+            }
+        }
+        Ok(())
     }
 
     fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
@@ -275,6 +346,9 @@ impl Network for LoopbackNetwork {
                     world.sockets.try_remove(key);
                 }
             }
+            Some(Socket::Datagram { addr, .. }) => {
+                world.datagram_sockets.remove(&addr);
+            }
             Some(Socket::Stream(Stream {
                 peer: Some(peer), ..
             })) => {
@@ -289,7 +363,9 @@ impl Network for LoopbackNetwork {
 
     fn set_interest(&mut self, id: SocketId, new: Interest) {
         match self.world.borrow_mut().sockets.get_mut(id.0) {
-            Some(Socket::Listener { interest, .. }) => *interest = new,
+            Some(Socket::Listener { interest, .. } | Socket::Datagram { interest, .. }) => {
+                *interest = new
+            }
             Some(Socket::Stream(stream)) => stream.interest = new,
             None => {}
         }

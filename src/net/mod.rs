@@ -58,7 +58,7 @@ impl Interest {
     };
 }
 
-/// A host's TCP sockets, driven by readiness.
+/// A host's TCP and UDP sockets, driven by readiness.
 pub trait Network {
     /// A listener on its way to another network of the same kind, so that
     /// several event loops (threads) can accept from one port. Hosts that
@@ -92,6 +92,16 @@ pub trait Network {
 
     /// The local address a socket is bound to.
     fn local_addr(&self, id: SocketId) -> io::Result<SocketAddr>;
+
+    /// Binds a UDP socket to `addr` (port 0 picks a free port).
+    fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<SocketId>;
+
+    /// Receives one datagram into `buf` (cut to `buf`'s length): its length
+    /// and sender.
+    fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+
+    /// Sends `datagram` whole to `to`.
+    fn send_to(&mut self, id: SocketId, datagram: &[u8], to: SocketAddr) -> io::Result<()>;
 
     /// Reads into `buf`; `Ok(0)` means the peer closed its side.
     fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize>;

@@ -1,7 +1,7 @@
 //! Native backend: std sockets in non-blocking mode, `mio` for readiness.
 
 use super::{Interest, Network, SocketId};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Poll, Token};
 use slab::Slab;
 use socket2::{Domain, Socket as RawSocket, Type};
@@ -26,6 +26,7 @@ struct Entry {
 enum Socket {
     Listener(TcpListener),
     Stream(TcpStream),
+    Datagram(UdpSocket),
 }
 
 impl Socket {
@@ -33,6 +34,7 @@ impl Socket {
         match self {
             Socket::Listener(listener) => listener,
             Socket::Stream(stream) => stream,
+            Socket::Datagram(socket) => socket,
         }
     }
 }
@@ -53,6 +55,16 @@ impl NativeNetwork {
             socket,
             interest: Interest::NONE,
         }))
+    }
+
+    fn datagram(&self, id: SocketId) -> io::Result<&UdpSocket> {
+        match self.sockets.get(id.0) {
+            Some(Entry {
+                socket: Socket::Datagram(socket),
+                ..
+            }) => Ok(socket),
+            _ => Err(not_a(id, "UDP socket")),
+        }
     }
 
     fn stream(&mut self, id: SocketId) -> io::Result<&mut TcpStream> {
@@ -128,7 +140,25 @@ impl Network for NativeNetwork {
         match self.sockets.get(id.0).map(|entry| &entry.socket) {
             Some(Socket::Listener(listener)) => listener.local_addr(),
             Some(Socket::Stream(stream)) => stream.local_addr(),
+            Some(Socket::Datagram(socket)) => socket.local_addr(),
             None => Err(not_a(id, "socket")),
+        }
+    }
+
+    fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+        let socket = UdpSocket::bind(addr)?;
+        Ok(self.insert(Socket::Datagram(socket)))
+    }
+
+    fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.datagram(id)?.recv_from(buf)
+    }
+
+    fn send_to(&mut self, id: SocketId, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        let sent = self.datagram(id)?.send_to(datagram, to)?;
+        match sent == datagram.len() {
+            true => Ok(()),
+            false => Err(io::Error::other("datagram sent in part")),
         }
     }
 

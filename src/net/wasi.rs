@@ -17,6 +17,10 @@ use ::wasi::sockets::network::{
 };
 use ::wasi::sockets::tcp::{ShutdownType, TcpSocket};
 use ::wasi::sockets::tcp_create_socket::create_tcp_socket;
+use ::wasi::sockets::udp::{
+    IncomingDatagramStream, OutgoingDatagram, OutgoingDatagramStream, UdpSocket,
+};
+use ::wasi::sockets::udp_create_socket::create_udp_socket;
 use slab::Slab;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -37,6 +41,7 @@ struct Entry {
 enum Socket {
     Listener(Listener),
     Stream(Stream),
+    Datagram(Datagram),
 }
 
 /// A listening socket; `acceptable` is ready when a connection is pending.
@@ -53,6 +58,15 @@ struct Stream {
     output: OutputStream,
     socket: TcpSocket,
     flushing: bool,
+}
+
+/// A bound UDP socket and its two datagram streams.
+struct Datagram {
+    receivable: Pollable,
+    sendable: Pollable,
+    incoming: IncomingDatagramStream,
+    outgoing: OutgoingDatagramStream,
+    socket: UdpSocket,
 }
 
 impl Stream {
@@ -95,12 +109,21 @@ impl WasiNetwork {
         }
     }
 
-    fn create_socket(&self, addr: SocketAddr) -> io::Result<TcpSocket> {
-        let family = match addr {
-            SocketAddr::V4(_) => IpAddressFamily::Ipv4,
-            SocketAddr::V6(_) => IpAddressFamily::Ipv6,
-        };
-        create_tcp_socket(family).map_err(to_io)
+    fn datagram(&self, id: SocketId) -> io::Result<&Datagram> {
+        match self.sockets.get(id.0) {
+            Some(Entry {
+                socket: Socket::Datagram(datagram),
+                ..
+            }) => Ok(datagram),
+            _ => Err(not_a(id, "UDP socket")),
+        }
+    }
+}
+
+fn family(addr: SocketAddr) -> IpAddressFamily {
+    match addr {
+        SocketAddr::V4(_) => IpAddressFamily::Ipv4,
+        SocketAddr::V6(_) => IpAddressFamily::Ipv6,
     }
 }
 
@@ -111,11 +134,11 @@ fn not_a(id: SocketId, what: &str) -> io::Error {
     )
 }
 
-/// Finishes a two-phase WASI operation, waiting on the socket as needed.
-fn finish<T>(socket: &TcpSocket, op: impl Fn() -> Result<T, ErrorCode>) -> io::Result<T> {
+/// Finishes a two-phase WASI operation, waiting on `ready` as needed.
+fn finish<T>(ready: impl Fn() -> Pollable, op: impl Fn() -> Result<T, ErrorCode>) -> io::Result<T> {
     loop {
         match op() {
-            Err(ErrorCode::WouldBlock) => socket.subscribe().block(),
+            Err(ErrorCode::WouldBlock) => ready().block(),
             result => return result.map_err(to_io),
         }
     }
@@ -210,16 +233,16 @@ impl Network for WasiNetwork {
     type SharedListener = std::convert::Infallible;
 
     fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
-        let socket = self.create_socket(addr)?;
+        let socket = create_tcp_socket(family(addr)).map_err(to_io)?;
         socket
             .start_bind(&self.network, to_wasi_addr(addr))
             .map_err(to_io)?;
-        finish(&socket, || socket.finish_bind())?;
+        finish(|| socket.subscribe(), || socket.finish_bind())?;
         socket
             .set_listen_backlog_size(backlog.into())
             .map_err(to_io)?;
         socket.start_listen().map_err(to_io)?;
-        finish(&socket, || socket.finish_listen())?;
+        finish(|| socket.subscribe(), || socket.finish_listen())?;
         let listener = Listener {
             acceptable: socket.subscribe(),
             socket,
@@ -228,11 +251,11 @@ impl Network for WasiNetwork {
     }
 
     fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
-        let socket = self.create_socket(addr)?;
+        let socket = create_tcp_socket(family(addr)).map_err(to_io)?;
         socket
             .start_connect(&self.network, to_wasi_addr(addr))
             .map_err(to_io)?;
-        let (input, output) = finish(&socket, || socket.finish_connect())?;
+        let (input, output) = finish(|| socket.subscribe(), || socket.finish_connect())?;
         Ok(self.insert(Socket::Stream(Stream::new(socket, input, output))))
     }
 
@@ -253,9 +276,60 @@ impl Network for WasiNetwork {
         let socket = match self.sockets.get(id.0).map(|entry| &entry.socket) {
             Some(Socket::Listener(listener)) => &listener.socket,
             Some(Socket::Stream(stream)) => &stream.socket,
+            Some(Socket::Datagram(datagram)) => {
+                return datagram
+                    .socket
+                    .local_address()
+                    .map(from_wasi_addr)
+                    .map_err(to_io)
+            }
             None => return Err(not_a(id, "socket")),
         };
         socket.local_address().map(from_wasi_addr).map_err(to_io)
+    }
+
+    fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+        let socket = create_udp_socket(family(addr)).map_err(to_io)?;
+        socket
+            .start_bind(&self.network, to_wasi_addr(addr))
+            .map_err(to_io)?;
+        finish(|| socket.subscribe(), || socket.finish_bind())?;
+        let (incoming, outgoing) = socket.stream(None).map_err(to_io)?;
+        let datagram = Datagram {
+            receivable: incoming.subscribe(),
+            sendable: outgoing.subscribe(),
+            incoming,
+            outgoing,
+            socket,
+        };
+        Ok(self.insert(Socket::Datagram(datagram)))
+    }
+
+    fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let received = self.datagram(id)?.incoming.receive(1).map_err(to_io)?;
+        let datagram = received
+            .into_iter()
+            .next()
+            .ok_or(io::ErrorKind::WouldBlock)?;
+        let n = datagram.data.len().min(buf.len());
+        buf[..n].copy_from_slice(&datagram.data[..n]);
+        Ok((n, from_wasi_addr(datagram.remote_address)))
+    }
+
+    fn send_to(&mut self, id: SocketId, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        let outgoing = &self.datagram(id)?.outgoing;
+        // Every send must follow a check-send that permits it.
+        if outgoing.check_send().map_err(to_io)? == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let datagram = OutgoingDatagram {
+            data: datagram.to_vec(),
+            remote_address: Some(to_wasi_addr(to)),
+        };
+        match outgoing.send(&[datagram]).map_err(to_io)? {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            _ => Ok(()),
+        }
     }
 
     fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
@@ -317,6 +391,7 @@ impl Network for WasiNetwork {
             let (on_read, on_write) = match &entry.socket {
                 Socket::Listener(listener) => (&listener.acceptable, None),
                 Socket::Stream(stream) => (&stream.readable, Some(&stream.writable)),
+                Socket::Datagram(datagram) => (&datagram.receivable, Some(&datagram.sendable)),
             };
             if read {
                 pollables.push(on_read);

@@ -1,5 +1,7 @@
-//! The echo client: sends its input, reads the echo until EOF, and checks
-//! that every byte came back.
+//! The echo clients: over TCP (this module) the input is sent whole, the
+//! echo read until EOF and checked byte for byte; over UDP see [`datagram`].
+
+pub mod datagram;
 
 use crate::net::{explain, try_read, try_write, would_block, Interest, Network, SocketId};
 use std::fmt;

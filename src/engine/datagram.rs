@@ -1,0 +1,102 @@
+//! UDP echo: every datagram goes back, whole, to the address it came from.
+
+use crate::net::{would_block, Interest, Network, SocketId};
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+
+/// Datagrams received or sent per turn before other sockets get a chance.
+const DATAGRAMS_PER_TURN: usize = 64;
+
+/// Echo state of one UDP socket: datagrams the socket would not take yet.
+#[derive(Debug, Default)]
+pub struct DatagramEcho {
+    unsent: VecDeque<(Box<[u8]>, SocketAddr)>,
+    unsent_bytes: usize,
+    interest: Interest,
+    /// Datagrams echoed so far.
+    pub echoed: u64,
+}
+
+impl DatagramEcho {
+    /// Bytes of datagrams waiting to be sent back.
+    pub fn backlog(&self) -> usize {
+        self.unsent_bytes
+    }
+
+    /// Echoes until the socket would block or the turn is used up; returns
+    /// whether work is left. Receiving pauses while more than `bound` bytes
+    /// wait to be sent back. Errors that concern a single datagram (such as
+    /// an ICMP error reported on the socket) are returned after the turn
+    /// for logging; they do not stop the echo.
+    pub fn drive<N: Network>(
+        &mut self,
+        net: &mut N,
+        id: SocketId,
+        scratch: &mut [u8],
+        bound: usize,
+    ) -> (bool, Option<io::Error>) {
+        let mut last_error = None;
+        let mut yielded = true;
+        for _ in 0..DATAGRAMS_PER_TURN {
+            if let Some((datagram, to)) = self.unsent.front() {
+                match net.send_to(id, datagram, *to) {
+                    Ok(()) => {
+                        self.unsent_bytes -= datagram.len();
+                        self.unsent.pop_front();
+                        self.echoed += 1;
+                        continue;
+                    }
+                    Err(err) if would_block(&err) => {}
+                    Err(err) => {
+                        // The datagram cannot go there; drop it, keep serving.
+                        self.unsent_bytes -= datagram.len();
+                        self.unsent.pop_front();
+                        last_error = Some(err);
+                        continue;
+                    }
+                }
+                if self.unsent_bytes >= bound {
+                    yielded = false;
+                    break;
+                }
+            }
+            let (len, from) = match net.recv_from(id, scratch) {
+                Ok(received) => received,
+                Err(err) if would_block(&err) => {
+                    yielded = false;
+                    break;
+                }
+                Err(err) => {
+                    last_error = Some(err);
+                    continue;
+                }
+            };
+            let datagram = &scratch[..len];
+            if self.unsent.is_empty() {
+                match net.send_to(id, datagram, from) {
+                    Ok(()) => {
+                        self.echoed += 1;
+                        continue;
+                    }
+                    Err(err) if would_block(&err) => {}
+                    Err(err) => {
+                        last_error = Some(err);
+                        continue;
+                    }
+                }
+            }
+            self.unsent_bytes += len;
+            self.unsent.push_back((datagram.into(), from));
+        }
+        let interest = Interest {
+            read: self.unsent_bytes < bound,
+            write: !self.unsent.is_empty(),
+        };
+        if interest != self.interest {
+            net.set_interest(id, interest);
+            self.interest = interest;
+        }
+        (yielded, last_error)
+    }
+}
