@@ -150,6 +150,11 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Mode::Pingpong)]
     pub mode: Mode,
 
+    /// Echo UDP datagrams of --size bytes (pingpong only); a datagram not
+    /// back within 200 ms counts as lost.
+    #[arg(long)]
+    pub udp: bool,
+
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,

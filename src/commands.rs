@@ -1,12 +1,13 @@
 //! The subcommands, glued from the engine, the client and the host network.
 
-use crate::bench::{self, Plan, Snapshot};
-use crate::cli::{exit_status, BenchArgs, SendArgs, ServeArgs, EXIT_FAILURE};
+use crate::bench::{self, Mode, Plan, Snapshot};
+use crate::cli::{exit_status, BenchArgs, Cli, SendArgs, ServeArgs, EXIT_FAILURE};
 use crate::client;
 use crate::client::datagram::{send_datagrams, DatagramOptions};
 use crate::engine::{Config, LogLevel, Server};
 use crate::net::HostNetwork;
 use anyhow::Context;
+use clap::CommandFactory;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::Path;
@@ -125,12 +126,21 @@ pub fn send(args: &SendArgs) -> anyhow::Result<()> {
 /// Runs `echokit bench`: prints the report, then fails if any connection
 /// failed or any echoed byte was wrong.
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.udp && args.mode != Mode::Pingpong {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--udp benchmarks support --mode pingpong only",
+            )
+            .exit();
+    }
     let plan = Plan {
         addr: args.connect,
         connections: args.connections as usize,
         size: args.size as usize,
         duration: args.duration,
         mode: args.mode,
+        udp: args.udp,
     };
     let mut net = HostNetwork::new().context("cannot open the network")?;
     let on_terminal = io::stderr().is_terminal();

@@ -2,14 +2,19 @@
 
 use super::pattern;
 use super::{Mode, Plan};
-use crate::net::{try_read, try_write, Interest, Network, SocketId};
+use crate::net::{try_read, try_write, would_block, Interest, Network, SocketId};
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Reads and writes one flow may do per turn before yielding to the others.
 const STEPS_PER_TURN: usize = 16;
 /// Write size in stream mode when `--size` is larger.
 const STREAM_CHUNK: usize = 64 * 1024;
+/// How long a UDP flow waits for an echo before counting the datagram lost.
+pub const LOSS_TIMEOUT: Duration = Duration::from_millis(200);
+/// How many earlier messages a stray UDP echo is compared with.
+const LATE_WINDOW: u64 = 8;
 
 /// What a flow's turn produced.
 #[derive(Debug, Default)]
@@ -18,6 +23,8 @@ pub struct Outcome {
     pub latencies: Vec<Duration>,
     /// Echoed bytes verified this turn.
     pub bytes: u64,
+    /// Datagrams given up on this turn (UDP).
+    pub lost: u64,
     /// The turn ended with work left; drive the flow again soon.
     pub yielded: bool,
     /// The flow closed its connection and wants a new one (connect mode).
@@ -54,7 +61,8 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// Connects slot `slot` and prepares its first message.
+    /// Connects slot `slot` (or binds its UDP socket) and prepares its
+    /// first message.
     pub fn open<N: Network>(
         net: &mut N,
         plan: &Plan,
@@ -62,7 +70,13 @@ impl Flow {
         message: u64,
         now: Duration,
     ) -> io::Result<Self> {
-        let id = net.connect(plan.addr)?;
+        let id = match plan.udp {
+            true => net.bind_udp(match plan.addr {
+                SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+            })?,
+            false => net.connect(plan.addr)?,
+        };
         let len = match plan.mode {
             Mode::Stream => plan.size.min(STREAM_CHUNK),
             Mode::Pingpong | Mode::Connect => plan.size,
@@ -103,6 +117,9 @@ impl Flow {
         incoming: &mut [u8],
         expected: &mut [u8],
     ) -> io::Result<Result<Outcome, Corruption>> {
+        if plan.udp {
+            return self.drive_datagrams(net, plan, now, incoming, expected);
+        }
         let mut outcome = Outcome::default();
         let message_len = self.outgoing.len() as u64;
         let streaming = plan.mode == Mode::Stream;
@@ -153,6 +170,69 @@ impl Flow {
             if !progressed {
                 self.want(net, streaming || self.sent < message_len);
                 return Ok(Ok(outcome));
+            }
+        }
+        outcome.yielded = true;
+        Ok(Ok(outcome))
+    }
+
+    /// UDP pingpong: one datagram in flight, given up after
+    /// [`LOSS_TIMEOUT`]; late echoes of earlier datagrams are ignored.
+    fn drive_datagrams<N: Network>(
+        &mut self,
+        net: &mut N,
+        plan: &Plan,
+        now: Duration,
+        incoming: &mut [u8],
+        expected: &mut [u8],
+    ) -> io::Result<Result<Outcome, Corruption>> {
+        let mut outcome = Outcome::default();
+        for _ in 0..STEPS_PER_TURN {
+            if self.sent == 0 {
+                match net.send_to(self.id, &self.outgoing, plan.addr) {
+                    Ok(()) => self.sent = self.outgoing.len() as u64,
+                    Err(err) if would_block(&err) => {
+                        self.want(net, true);
+                        return Ok(Ok(outcome));
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            let (len, from) = match net.recv_from(self.id, incoming) {
+                Ok(received) => received,
+                Err(err) if would_block(&err) => {
+                    if now.saturating_sub(self.started) >= LOSS_TIMEOUT {
+                        outcome.lost += 1;
+                        self.message += 1;
+                        self.start_message(now);
+                        continue;
+                    }
+                    self.want(net, false);
+                    return Ok(Ok(outcome));
+                }
+                Err(err) => return Err(err),
+            };
+            let echo = &incoming[..len];
+            if from != plan.addr {
+                continue;
+            }
+            if echo == &self.outgoing[..] {
+                outcome.latencies.push(now.saturating_sub(self.started));
+                outcome.bytes += len as u64;
+                self.message += 1;
+                self.start_message(now);
+                continue;
+            }
+            let late = (self.message.saturating_sub(LATE_WINDOW)..self.message).any(|earlier| {
+                len == self.outgoing.len()
+                    && pattern::matches(pattern::seed(self.slot, earlier), 0, echo, expected)
+            });
+            if !late {
+                return Ok(Err(Corruption {
+                    slot: self.slot,
+                    message: self.message,
+                    offset: 0,
+                }));
             }
         }
         outcome.yielded = true;

@@ -43,6 +43,8 @@ pub struct Plan {
     pub duration: Duration,
     /// Traffic shape.
     pub mode: Mode,
+    /// Echo datagrams instead of a stream (pingpong only).
+    pub udp: bool,
 }
 
 /// Counters so far, for progress output.
@@ -56,6 +58,8 @@ pub struct Snapshot {
     pub bytes: u64,
     /// Connection errors.
     pub errors: u64,
+    /// Datagrams lost (UDP).
+    pub lost: u64,
 }
 
 /// Latency percentiles in microseconds.
@@ -74,6 +78,8 @@ pub struct Latency {
 /// The outcome of a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// "tcp" or "udp".
+    pub protocol: &'static str,
     /// Traffic shape.
     pub mode: Mode,
     /// Connections (or connect loops).
@@ -96,14 +102,16 @@ pub struct Report {
     pub connections_opened: u64,
     /// Connections that failed (reset, closed early) and were reopened.
     pub errors: u64,
+    /// Datagrams whose echo did not come back within 200 ms (UDP).
+    pub lost: u64,
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:?} {} x {} B for {:.2}s",
-            self.mode, self.connections, self.size, self.seconds
+            "{} {:?} {} x {} B for {:.2}s",
+            self.protocol, self.mode, self.connections, self.size, self.seconds
         )?;
         writeln!(
             f,
@@ -119,8 +127,8 @@ impl fmt::Display for Report {
         }
         write!(
             f,
-            "  {} connections opened, {} errors",
-            self.connections_opened, self.errors
+            "  {} connections opened, {} errors, {} datagrams lost",
+            self.connections_opened, self.errors, self.lost
         )
     }
 }
@@ -151,6 +159,10 @@ pub fn run<N: Network>(
     plan: &Plan,
     mut progress: impl FnMut(&Snapshot),
 ) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        !plan.udp || plan.mode == Mode::Pingpong,
+        "UDP benchmarks support pingpong only"
+    );
     let start = net.now();
     let deadline = start + plan.duration;
     let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
@@ -167,6 +179,10 @@ pub fn run<N: Network>(
     let mut ready: Vec<SocketId> = flows.iter().flatten().map(|flow| flow.id).collect();
     let mut again = Vec::new();
     let mut next_progress = start + PROGRESS_INTERVAL;
+    // UDP flows whose datagram was lost get no wake-up: look at them all
+    // now and then.
+    let loss_sweep = plan.udp.then_some(flow::LOSS_TIMEOUT / 4);
+    let mut next_sweep = start;
     loop {
         let now = net.now();
         if now >= deadline {
@@ -176,6 +192,10 @@ pub fn run<N: Network>(
             counts.elapsed = now - start;
             progress(&counts);
             next_progress += PROGRESS_INTERVAL;
+        }
+        if let Some(interval) = loss_sweep.filter(|_| now >= next_sweep) {
+            ready.extend(flows.iter().flatten().map(|flow| flow.id));
+            next_sweep = now + interval;
         }
         for id in mem::take(&mut ready) {
             let Some(mut flow) = flows.get_mut(id.0).and_then(Option::take) else {
@@ -193,6 +213,7 @@ pub fn run<N: Network>(
                 }
             };
             counts.bytes += outcome.bytes;
+            counts.lost += outcome.lost;
             counts.requests += outcome.latencies.len() as u64;
             for took in &outcome.latencies {
                 latency.saturating_record(took.as_nanos().max(1) as u64);
@@ -207,8 +228,12 @@ pub fn run<N: Network>(
             }
             place(&mut flows, flow);
         }
+        let wake = match loss_sweep {
+            Some(_) => deadline.min(next_progress).min(next_sweep),
+            None => deadline.min(next_progress),
+        };
         let timeout = match again.is_empty() {
-            true => deadline.min(next_progress).saturating_sub(net.now()),
+            true => wake.saturating_sub(net.now()),
             false => Duration::ZERO,
         };
         ready.append(&mut again);
@@ -220,6 +245,7 @@ pub fn run<N: Network>(
     }
     let percentile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     Ok(Report {
+        protocol: if plan.udp { "udp" } else { "tcp" },
         mode: plan.mode,
         connections: plan.connections,
         size: plan.size,
@@ -236,6 +262,7 @@ pub fn run<N: Network>(
         }),
         connections_opened: opened,
         errors: counts.errors,
+        lost: counts.lost,
     })
 }
 
