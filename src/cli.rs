@@ -19,9 +19,10 @@ pub const EXIT_FAILURE: u8 = 3;
 const EXIT_CODES: &str = "\
 Exit status:
   0  success
-  1  the echo differed from what was sent
+  1  the echo differed from what was sent, or datagrams were lost
   2  usage error (bad arguments)
-  3  network or I/O error (address in use, permission denied, connection refused, ...)";
+  3  network or I/O error (address in use, permission denied, connection refused, ...)
+The WebAssembly build exits 1 for every failure: a WASI 0.2 exit carries only success or failure.";
 
 /// RFC 862 echo server and client, one codebase for native and WebAssembly (WASI 0.2).
 #[derive(Debug, Parser)]
@@ -35,7 +36,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve TCP echo: every byte received is sent back.
+    /// Serve echo over TCP (default) and/or UDP: every byte received is sent back.
     Serve(ServeArgs),
     /// Send input to an echo server and check that it all comes back.
     Send(SendArgs),
