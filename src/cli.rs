@@ -81,6 +81,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: Option<u32>,
 
+    /// On SIGINT or SIGTERM, stop accepting and give open connections this
+    /// many seconds to finish their echo before closing them (native build;
+    /// a second signal exits at once).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub shutdown_timeout: Duration,
+
     /// Log every connection's open and close (peer, bytes echoed, duration) to stderr.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,

@@ -4,17 +4,21 @@ use crate::bench::{self, Mode, Plan, Snapshot};
 use crate::cli::{exit_status, BenchArgs, Cli, SendArgs, ServeArgs, EXIT_FAILURE};
 use crate::client;
 use crate::client::datagram::{send_datagrams, DatagramOptions};
-use crate::engine::{Config, LogLevel, Server};
-use crate::net::HostNetwork;
+use crate::engine::{Config, LogLevel, Server, Stats};
+use crate::net::{HostNetwork, Network};
 use anyhow::Context;
 use clap::CommandFactory;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::Path;
 use std::process;
-use std::thread;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
-/// Runs `echokit serve` until a fatal error.
+/// Runs `echokit serve`: natively until SIGINT or SIGTERM, then shuts down
+/// gracefully and prints a summary; in wasm until the process is killed.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let log = match (args.quiet, args.verbose) {
         (true, _) => LogLevel::Silent,
@@ -42,7 +46,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .listen_udp(addr)
             .with_context(|| format!("{} (udp)", listen_error()))?;
     }
-    start_workers(&server, args.workers, log)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop = HostNetwork::on_termination(&stop)
+        .context("cannot watch for termination signals")?
+        .then_some(stop);
+    let grace = args.shutdown_timeout;
+    let workers = start_workers(&server, args.workers, log, stop.clone(), grace)?;
     let bound = server.local_addr()?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {bound}")?;
@@ -50,7 +59,22 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     if !bound.ip().is_loopback() && log > LogLevel::Silent {
         eprintln!("echokit: warning: {bound} is not a loopback address; the echo service is reachable from the network");
     }
-    server.run().context("event loop failed")
+    let mut stats = server
+        .serve_until(stop.as_deref(), grace)
+        .context("event loop failed")?;
+    for worker in workers {
+        match worker.join() {
+            Ok(worker_stats) => stats += worker_stats?,
+            Err(_) => anyhow::bail!("a worker thread panicked"),
+        }
+    }
+    if log > LogLevel::Silent {
+        eprintln!(
+            "echokit: stopped: served {} connections, echoed {} bytes and {} datagrams; {} connections cut off by --shutdown-timeout",
+            stats.connections, stats.bytes, stats.datagrams, stats.cut_off
+        );
+    }
+    Ok(())
 }
 
 /// Starts the extra event loops of `serve`. Without `--workers`, runs one
@@ -60,11 +84,14 @@ fn start_workers(
     server: &Server<HostNetwork>,
     requested: Option<u32>,
     log: LogLevel,
-) -> anyhow::Result<()> {
+    stop: Option<Arc<AtomicBool>>,
+    grace: Duration,
+) -> anyhow::Result<Vec<JoinHandle<io::Result<Stats>>>> {
     let wanted = match requested {
         Some(workers) => workers as usize,
         None => thread::available_parallelism().map_or(1, usize::from),
     };
+    let mut workers = Vec::new();
     for number in 1..wanted {
         let share = match server.share() {
             Ok(share) => share,
@@ -76,21 +103,24 @@ fn start_workers(
             }
             Err(err) => return Err(err).context("cannot share the listener with workers"),
         };
-        thread::Builder::new()
+        let stop = stop.clone();
+        let worker = thread::Builder::new()
             .name(format!("echokit-worker-{number}"))
             .spawn(move || {
                 let result = HostNetwork::new()
                     .and_then(|net| Server::adopt(net, share))
-                    .and_then(|mut server| server.run());
-                if let Err(err) = result {
+                    .and_then(|mut server| server.serve_until(stop.as_deref(), grace));
+                if let Err(err) = &result {
                     // A server missing one of its loops is worse than none.
                     eprintln!("echokit: worker {number} failed: {err}");
                     process::exit(EXIT_FAILURE.into());
                 }
+                result
             })
             .context("cannot start a worker thread")?;
+        workers.push(worker);
     }
-    Ok(())
+    Ok(workers)
 }
 
 /// Runs `echokit send`: returns an error wrapping

@@ -13,7 +13,7 @@ use crate::net::{explain, would_block, Interest, Network, SocketId};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +60,31 @@ impl Default for Config {
     }
 }
 
+/// What a server did, for the summary at shutdown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// TCP connections served (accepted and not refused).
+    pub connections: u64,
+    /// Bytes echoed over TCP.
+    pub bytes: u64,
+    /// Datagrams echoed over UDP.
+    pub datagrams: u64,
+    /// Connections still open when the shutdown grace period ran out.
+    pub cut_off: u64,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, other: Stats) {
+        self.connections += other.connections;
+        self.bytes += other.bytes;
+        self.datagrams += other.datagrams;
+        self.cut_off += other.cut_off;
+    }
+}
+
+/// How often a server told to stop by a flag looks at it.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
 /// What another event loop needs to serve the same listener: see
 /// [`Server::share`].
 pub struct Share<L> {
@@ -86,6 +111,7 @@ pub struct Server<N: Network> {
     again: Vec<SocketId>,
     accept_paused_until: Option<Duration>,
     next_idle_sweep: Option<Duration>,
+    stats: Stats,
 }
 
 impl<N: Network> Server<N> {
@@ -119,6 +145,7 @@ impl<N: Network> Server<N> {
             again: Vec::new(),
             accept_paused_until: None,
             next_idle_sweep,
+            stats: Stats::default(),
         }
     }
 
@@ -194,11 +221,48 @@ impl<N: Network> Server<N> {
         streams + datagrams
     }
 
-    /// Serves until an error on the listener or the event loop itself.
-    pub fn run(&mut self) -> io::Result<()> {
-        loop {
-            self.turn(None)?;
+    /// Serves until `stop` is set (forever without one), then shuts down
+    /// gracefully: stops accepting and receiving datagrams, lets open
+    /// connections finish their echo for up to `grace`, closes the rest.
+    pub fn serve_until(&mut self, stop: Option<&AtomicBool>, grace: Duration) -> io::Result<Stats> {
+        let Some(stop) = stop else {
+            loop {
+                self.turn(None)?;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            self.turn(Some(STOP_CHECK))?;
         }
+        self.stop_listening();
+        let deadline = self.net.now() + grace;
+        while self.open > 0 {
+            let left = deadline.saturating_sub(self.net.now());
+            if left.is_zero() {
+                break;
+            }
+            self.turn(Some(left))?;
+        }
+        let now = self.net.now();
+        let open: Vec<SocketId> = (self.connections.iter().enumerate())
+            .filter_map(|(key, conn)| conn.as_ref().map(|_| SocketId(key)))
+            .collect();
+        self.stats.cut_off += open.len() as u64;
+        for id in open {
+            self.close(id, now, "shutdown timeout");
+        }
+        Ok(self.stats)
+    }
+
+    /// Closes the listener and the UDP socket; open connections go on.
+    fn stop_listening(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            self.net.close(listener);
+        }
+        if let Some((socket, echo)) = self.datagrams.take() {
+            self.stats.datagrams += echo.echoed;
+            self.net.close(socket);
+        }
+        self.accept_paused_until = None;
     }
 
     /// Waits for readiness (at most `max_wait`, if given) and does every bit
@@ -298,6 +362,7 @@ impl<N: Network> Server<N> {
         }
         self.connections[id.0] = Some(Connection::new(peer, now));
         self.open += 1;
+        self.stats.connections += 1;
         self.log(LogLevel::Connections, format_args!("open {peer}"));
         self.drive(id, now);
     }
@@ -322,6 +387,7 @@ impl<N: Network> Server<N> {
         self.net.close(id);
         self.open -= 1;
         self.open_total.fetch_sub(1, Ordering::Relaxed);
+        self.stats.bytes += conn.echoed;
         let seconds = now.saturating_sub(conn.opened).as_secs_f64();
         self.log(
             LogLevel::Connections,

@@ -27,6 +27,8 @@ pub use native::NativeNetwork as HostNetwork;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Names one socket owned by a [`Network`].
@@ -125,6 +127,17 @@ pub trait Network {
 
     /// Monotonic time since the network was created.
     fn now(&self) -> Duration;
+
+    /// Sets `stop` when the host asks the program to terminate (SIGINT or
+    /// SIGTERM); a second request ends the process at once. Returns whether
+    /// the host can ask at all: hosts without signals keep this default.
+    fn on_termination(stop: &Arc<AtomicBool>) -> io::Result<bool>
+    where
+        Self: Sized,
+    {
+        let _ = stop;
+        Ok(false)
+    }
 }
 
 /// The error of [`Network::share`] on hosts that run a single event loop.

@@ -3,11 +3,15 @@
 use super::{Interest, Network, SocketId};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
 use slab::Slab;
 use socket2::{Domain, Socket as RawSocket, Type};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Sockets of the host operating system.
@@ -224,5 +228,15 @@ impl Network for NativeNetwork {
 
     fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    fn on_termination(stop: &Arc<AtomicBool>) -> io::Result<bool> {
+        for signal in [SIGINT, SIGTERM] {
+            // The conditional exit must come first: it sees the flag as the
+            // earlier signal left it.
+            flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(stop))?;
+            flag::register(signal, Arc::clone(stop))?;
+        }
+        Ok(true)
     }
 }
