@@ -1,0 +1,187 @@
+//! Criterion micro-benchmarks of the engine's hot path without sockets: the
+//! server and its clients share one thread and the in-memory loopback
+//! network, turn by turn.
+//!
+//! ```text
+//! cargo bench --bench engine            # about half a minute
+//! cargo bench --bench engine -- accept  # one group
+//! ```
+//!
+//! Native only (criterion is a native dev-dependency); the WASI build of
+//! this target is an empty `main` so `cargo clippy --all-targets --target
+//! wasm32-wasip2` still has something to check.
+
+#[cfg(not(target_os = "wasi"))]
+mod engine {
+    use criterion::{criterion_group, Criterion, Throughput};
+    use echokit::client::Exchange;
+    use echokit::engine::{Config, Server};
+    use echokit::net::loopback::{Loopback, LoopbackNetwork};
+    use echokit::net::{try_read, try_write, Network, SocketId};
+    use std::hint::black_box;
+    use std::io;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    /// Bytes each loopback stream direction holds, like a socket buffer.
+    const LOOPBACK_BUFFER: usize = 64 * 1024;
+    /// Turns after which an echo that has not finished counts as stuck.
+    const MAX_TURNS: usize = 1_000_000;
+
+    const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+    /// A server and a client host on one loopback world.
+    struct Bench {
+        // Keeps the world alive alongside the handles.
+        _world: Loopback,
+        server: Server<LoopbackNetwork>,
+        client: LoopbackNetwork,
+        addr: SocketAddr,
+    }
+
+    impl Bench {
+        fn new() -> Self {
+            let world = Loopback::with_buffer(LOOPBACK_BUFFER);
+            let config = Config::default();
+            let server = Server::bind(world.host(), ANY_PORT, 1024, config).expect("bind");
+            let addr = server.local_addr().expect("local address");
+            let client = world.host();
+            Bench {
+                _world: world,
+                server,
+                client,
+                addr,
+            }
+        }
+
+        /// One server turn that never waits.
+        fn turn(&mut self) {
+            self.server.turn(Some(Duration::ZERO)).expect("server turn");
+        }
+
+        /// Runs every input through its own connection at once: connect,
+        /// send, half-close, read the echo to EOF, close. Returns the bytes
+        /// echoed.
+        fn exchange_all(&mut self, inputs: &[&[u8]]) -> u64 {
+            let mut exchanges: Vec<_> = inputs
+                .iter()
+                .map(|input| {
+                    Exchange::connect(&mut self.client, self.addr, input).expect("connect")
+                })
+                .collect();
+            let mut done = vec![false; exchanges.len()];
+            let mut left = exchanges.len();
+            let mut sink = io::sink();
+            for _ in 0..MAX_TURNS {
+                for (exchange, done) in exchanges.iter_mut().zip(&mut done) {
+                    if !*done && exchange.drive(&mut self.client, &mut sink).expect("drive") {
+                        *done = true;
+                        left -= 1;
+                    }
+                }
+                if left == 0 {
+                    break;
+                }
+                self.turn();
+            }
+            assert_eq!(left, 0, "exchanges did not finish");
+            let mut echoed = 0;
+            for exchange in &exchanges {
+                echoed += exchange.verdict().expect("echo matches");
+                self.client.close(exchange.socket());
+            }
+            echoed
+        }
+
+        /// Sends `payload` on the open connection `id` and reads its echo
+        /// back into `echo`, overlapping the two.
+        fn round_trip(&mut self, id: SocketId, payload: &[u8], echo: &mut [u8]) {
+            let (mut written, mut read) = (0, 0);
+            for _ in 0..MAX_TURNS {
+                if written < payload.len() {
+                    written += try_write(&mut self.client, id, &payload[written..]).expect("write");
+                }
+                if let Some(n) = try_read(&mut self.client, id, &mut echo[read..]).expect("read") {
+                    assert_ne!(n, 0, "server closed the connection");
+                    read += n;
+                }
+                if read == payload.len() {
+                    return;
+                }
+                self.turn();
+            }
+            panic!("echo did not finish: {written} bytes sent, {read} echoed");
+        }
+    }
+
+    fn payload(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// 64 KiB echoed through one long-lived connection per iteration.
+    fn stream(c: &mut Criterion) {
+        let mut group = c.benchmark_group("stream");
+        let payload = payload(64 * 1024);
+        group.throughput(Throughput::Bytes(payload.len() as u64));
+        group.bench_function("64KiB_one_connection", |b| {
+            let mut bench = Bench::new();
+            let id = bench.client.connect(bench.addr).expect("connect");
+            let mut echo = vec![0; payload.len()];
+            bench.round_trip(id, &payload, &mut echo);
+            assert_eq!(echo, payload, "echo differs from what was sent");
+            b.iter(|| bench.round_trip(id, black_box(&payload), &mut echo));
+            bench.client.close(id);
+        });
+        group.finish();
+    }
+
+    /// 100 connections, each echoing one 128 B message, all at once.
+    fn connections(c: &mut Criterion) {
+        let mut group = c.benchmark_group("connections");
+        let message = payload(128);
+        let inputs = vec![message.as_slice(); 100];
+        group.throughput(Throughput::Elements(inputs.len() as u64));
+        group.bench_function("100x128B_one_exchange_each", |b| {
+            let mut bench = Bench::new();
+            b.iter(|| {
+                let echoed = bench.exchange_all(black_box(&inputs));
+                assert_eq!(echoed, 100 * 128);
+            });
+        });
+        group.finish();
+    }
+
+    /// Connect, accept, echo 64 B, close: the accept path.
+    fn accept(c: &mut Criterion) {
+        let mut group = c.benchmark_group("accept");
+        let message = payload(64);
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("accept_echo_close_64B", |b| {
+            let mut bench = Bench::new();
+            b.iter(|| {
+                let echoed = bench.exchange_all(&[black_box(&message)]);
+                assert_eq!(echoed, 64);
+            });
+        });
+        group.finish();
+    }
+
+    fn config() -> Criterion {
+        Criterion::default()
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2))
+            .sample_size(50)
+    }
+
+    criterion_group! {
+        name = benches;
+        config = config();
+        targets = stream, connections, accept
+    }
+}
+
+#[cfg(not(target_os = "wasi"))]
+criterion::criterion_main!(engine::benches);
+
+#[cfg(target_os = "wasi")]
+fn main() {}
