@@ -12,4 +12,6 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod engine;
+pub mod hash;
 pub mod net;
+pub mod simulation;

@@ -1,6 +1,8 @@
 //! Deterministic payloads: every connection and every message gets its own
 //! byte sequence, so a byte delivered to the wrong place is caught.
 
+use crate::hash::mix;
+
 /// Identifies one byte sequence.
 pub fn seed(connection: u64, message: u64) -> u64 {
     mix(connection.wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -28,13 +30,6 @@ pub fn matches(seed: u64, offset: u64, data: &[u8], scratch: &mut [u8]) -> bool 
     let expected = &mut scratch[..data.len()];
     fill(seed, offset, expected);
     expected == data
-}
-
-/// SplitMix64's finaliser: a fast, well-mixed 64-bit hash.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 #[cfg(test)]

@@ -201,6 +201,11 @@ impl<N: Network> Server<N> {
         }
     }
 
+    /// The network the server runs on.
+    pub fn network_mut(&mut self) -> &mut N {
+        &mut self.net
+    }
+
     /// Connections currently open.
     pub fn open_connections(&self) -> usize {
         self.open

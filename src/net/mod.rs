@@ -13,6 +13,7 @@
 //! - `wasi`: WASI 0.2 sockets and pollables through the `wasi` crate;
 //! - [`loopback`]: an in-memory, deterministic network for tests.
 
+pub mod faults;
 pub mod loopback;
 
 #[cfg(not(target_os = "wasi"))]
