@@ -115,7 +115,6 @@ pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
         .map_err(|err| Violation(format!("no address: {err}")))?;
     let mut sim = Simulation {
         net: Faulty::new(world.host(), FaultRates::default(), !scenario.seed),
-        world,
         server,
         addr,
         config,
@@ -152,7 +151,6 @@ struct Silent {
 }
 
 struct Simulation<'a> {
-    world: Loopback,
     server: Server<Faulty<LoopbackNetwork>>,
     net: Faulty<LoopbackNetwork>,
     addr: SocketAddr,
