@@ -8,10 +8,11 @@
 //! - the engine never holds more than `connections × bound` unsent bytes;
 //! - every exchange ends, and without faults (or an idle timeout that a
 //!   sleeping client runs into) every echo is whole;
-//! - idle connections close on simulated time, within 1.25 timeouts.
+//! - idle connections close on simulated time, within one sweep interval
+//!   of their timeout.
 
 use crate::client::Exchange;
-use crate::engine::{Config, LogLevel, Server};
+use crate::engine::{sweep_interval, Config, LogLevel, Server};
 use crate::hash::mix;
 use crate::net::faults::{FaultRates, Faulty};
 use crate::net::loopback::{Loopback, LoopbackNetwork};
@@ -64,6 +65,75 @@ pub struct Scenario {
     /// What happens, in order. Afterwards faults stop, and everything runs
     /// to its end.
     pub events: Vec<Event>,
+}
+
+impl Scenario {
+    /// Decodes a scenario from arbitrary bytes, as the fuzzer supplies
+    /// them: a seed, the buffer size, the backlog bound and the idle
+    /// timeout, then one event per opcode byte (with its argument bytes).
+    /// Every byte string decodes to some scenario.
+    pub fn from_bytes(bytes: &[u8]) -> Scenario {
+        let mut input = Bytes(bytes);
+        let seed = u64::from_le_bytes(std::array::from_fn(|_| input.byte()));
+        let buffer = 1 + usize::from(input.byte()) * 32;
+        let max_backlog = 1 + usize::from(input.u16());
+        let idle_timeout = match input.byte() {
+            0 => None,
+            tenths => Some(Duration::from_millis(u64::from(tenths) * 10)),
+        };
+        let mut events = Vec::new();
+        while let Some(&op) = input.0.first() {
+            input.0 = &input.0[1..];
+            events.push(match op % 8 {
+                0 => Event::Open {
+                    len: usize::from(input.u16()),
+                },
+                1 => Event::DriveClients,
+                2 => Event::ServerTurn,
+                3 => Event::Sleep(Duration::from_millis(input.byte().into())),
+                4 => Event::ServerFaults(input.rates()),
+                5 => Event::ClientFaults(input.rates()),
+                6 => Event::OpenSilent,
+                _ => Event::Abort {
+                    connection: input.byte().into(),
+                },
+            });
+        }
+        Scenario {
+            seed,
+            buffer,
+            config: Config {
+                max_backlog,
+                idle_timeout,
+                ..Config::default()
+            },
+            events,
+        }
+    }
+}
+
+/// Fuzzer bytes, read front to back; zeros once they run out.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn byte(&mut self) -> u8 {
+        let (&first, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        first
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.byte(), self.byte()])
+    }
+
+    fn rates(&mut self) -> FaultRates {
+        FaultRates {
+            short_io: u16::from(self.byte()) * 2,
+            spurious_would_block: u16::from(self.byte()) * 2,
+            reset: u16::from(self.byte() % 32),
+            accept_failure: u16::from(self.byte()),
+        }
+    }
 }
 
 /// A broken promise, with what the simulation saw.
@@ -146,7 +216,7 @@ struct Client<'a> {
 
 struct Silent {
     id: SocketId,
-    since: Duration,
+    accepted_at: Option<Duration>,
     closed_at: Option<Duration>,
 }
 
@@ -180,15 +250,11 @@ impl<'a> Simulation<'a> {
                     .net
                     .connect(self.addr)
                     .map_err(|err| Violation(format!("cannot connect: {err}")))?;
-                let since = self.net.now();
                 self.silent.push(Silent {
                     id,
-                    since,
+                    accepted_at: None,
                     closed_at: None,
                 });
-                // Accepted now, so that the server's idle clock starts with
-                // the client's (unless faults hold the accept back).
-                self.server_turn(Some(Duration::ZERO))?;
             }
             Event::DriveClients => self.drive_clients()?,
             Event::ServerTurn => self.server_turn(Some(Duration::ZERO))?,
@@ -250,14 +316,19 @@ impl<'a> Simulation<'a> {
         Ok(())
     }
 
-    /// Notes when the server closed silent connections: right after each
-    /// of its turns, past the fault injector.
+    /// Notes when the server accepted and closed silent connections: right
+    /// after each of its turns, past the fault injector.
     fn watch_silent(&mut self) {
         let now = self.net.now();
         let mut buf = [0; 16];
         let net = self.net.inner_mut();
         for silent in self.silent.iter_mut().filter(|s| s.closed_at.is_none()) {
+            if silent.accepted_at.is_none() && net.is_accepted(silent.id) {
+                silent.accepted_at = Some(now);
+            }
             if let Ok(Some(0)) = try_read(net, silent.id, &mut buf) {
+                // Accepted and closed in one turn: it lived no time at all.
+                silent.accepted_at.get_or_insert(now);
                 silent.closed_at = Some(now);
             }
         }
@@ -319,13 +390,22 @@ impl<'a> Simulation<'a> {
             }
         }
         if let Some(idle) = self.config.idle_timeout {
-            // A sweep runs every quarter timeout; a turn may sleep a tick.
-            let latest = idle + idle / 4 + 2 * TICK;
+            // The engine sweeps once an interval; a turn may sleep a tick.
+            let latest = idle + sweep_interval(idle) + 2 * TICK;
+            // Faults may close a connection early, never late.
+            let earliest = if self.faults_seen {
+                Duration::ZERO
+            } else {
+                idle
+            };
             for silent in &self.silent {
-                let lived = silent.closed_at.unwrap_or_default() - silent.since;
-                if lived < idle || lived > latest {
+                let (Some(accepted), Some(closed)) = (silent.accepted_at, silent.closed_at) else {
+                    return Err(Violation("an idle connection was never accepted".into()));
+                };
+                let lived = closed - accepted;
+                if lived < earliest || lived > latest {
                     return Err(Violation(format!(
-                        "an idle connection closed after {lived:?}, not within {idle:?}..{latest:?}"
+                        "an idle connection closed {lived:?} after it was accepted, not within {earliest:?}..{latest:?}"
                     )));
                 }
                 summary.timed_out += 1;

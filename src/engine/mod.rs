@@ -436,9 +436,11 @@ impl<N: Network> Server<N> {
     }
 }
 
-/// How often idle connections are looked for: a quarter of the timeout, so
-/// a connection closes between 1 and 1.25 timeouts after its last byte.
-fn sweep_interval(idle: Duration) -> Duration {
+/// How often idle connections are looked for: a quarter of the timeout
+/// (at least 10 ms), so a connection closes at most one interval after its
+/// timeout: between 1 and 1.25 timeouts after its last byte for timeouts of
+/// 40 ms and more.
+pub fn sweep_interval(idle: Duration) -> Duration {
     (idle / 4).max(Duration::from_millis(10))
 }
 

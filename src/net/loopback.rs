@@ -63,6 +63,8 @@ struct Stream {
     inbox: VecDeque<u8>,
     /// The peer will write no more.
     peer_shut: bool,
+    /// A server's end: taken from the listener's queue.
+    accepted: bool,
     interest: Interest,
 }
 
@@ -151,6 +153,18 @@ impl World {
     }
 }
 
+impl LoopbackNetwork {
+    /// Whether the server has accepted the connection whose client end is
+    /// `id`.
+    pub fn is_accepted(&self, id: SocketId) -> bool {
+        let mut world = self.world.borrow_mut();
+        let Some(peer) = world.stream(id).ok().and_then(|stream| stream.peer) else {
+            return false;
+        };
+        world.stream(SocketId(peer)).is_ok_and(|peer| peer.accepted)
+    }
+}
+
 impl Network for LoopbackNetwork {
     type SharedListener = std::convert::Infallible;
 
@@ -199,6 +213,7 @@ impl Network for LoopbackNetwork {
                 peer: None,
                 inbox: VecDeque::new(),
                 peer_shut: false,
+                accepted: false,
                 interest: Interest::NONE,
             })
         };
@@ -222,6 +237,7 @@ impl Network for LoopbackNetwork {
             _ => return Err(error(io::ErrorKind::InvalidInput)),
         }
         .ok_or_else(|| error(io::ErrorKind::WouldBlock))?;
+        world.stream(SocketId(key))?.accepted = true;
         let peer = match world.stream(SocketId(key))?.peer {
             Some(peer) => world.stream(SocketId(peer))?.local,
             None => return Err(error(io::ErrorKind::ConnectionAborted)),
