@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 pub struct WasiNetwork {
     sockets: Slab<Entry>,
     network: WasiNet,
+    budget: HostBudget,
     epoch: Instant,
 }
 
@@ -88,6 +89,7 @@ impl WasiNetwork {
         Ok(WasiNetwork {
             sockets: Slab::new(),
             network: instance_network(),
+            budget: HostBudget::default(),
             epoch: Instant::now(),
         })
     }
@@ -144,20 +146,57 @@ fn finish<T>(ready: impl Fn() -> Pollable, op: impl Fn() -> Result<T, ErrorCode>
     }
 }
 
-/// Lets the runtime's async executor run once, so the socket operations
-/// that follow a `poll` are not starved.
+/// Socket operations (and ready pollables) allowed between two refills of
+/// the host's budget; tokio's budget is 128.
+const BUDGET: usize = 96;
+
+/// Pollables one `poll` call looks at when many sockets wait at once.
+const POLL_CHUNK: usize = 100;
+
+/// Appends the owners of the ready pollables, once per socket in a row.
+fn collect(ready_indices: &[u32], owners: &[SocketId], ready: &mut Vec<SocketId>) {
+    for &index in ready_indices {
+        if let Some(&id) = owners.get(index as usize) {
+            if ready.last() != Some(&id) {
+                ready.push(id);
+            }
+        }
+    }
+}
+
+/// Keeps wasmtime's tokio budget from running dry under the guest.
 ///
 /// Wasmtime up to at least 48 runs the whole guest as one tokio task whose
-/// cooperative budget (128 operations) is shared by `poll` and by the
-/// socket calls after it: when `poll` finds many sockets ready it uses the
-/// budget up, and `check-write` then reports 0 and reads return nothing
-/// until the task yields, which with always-ready pollables is never (a
-/// livelock at a few hundred busy connections; wasmtime issue 14174, fixed
-/// upstream by opting those calls out of the budget). Waiting on an
-/// already-expired timer makes wasmtime yield to tokio, which refills the
-/// budget.
-fn refill_host_budget() {
-    monotonic_clock::subscribe_duration(0).block();
+/// cooperative budget (128 operations) is shared by `poll` and by every
+/// socket call: once it is spent, `check-write` reports 0 and reads return
+/// nothing for every socket until the task yields, which with always-ready
+/// pollables is never (a livelock at a few hundred busy connections, or
+/// connections served unfairly; wasmtime issue 14174, fixed upstream by
+/// opting those calls out of the budget). Waiting on an already-expired
+/// timer makes wasmtime yield to tokio, which refills the budget; doing it
+/// every [`BUDGET`] operations keeps every call honest at the cost of one
+/// host call per hundred.
+#[derive(Default)]
+struct HostBudget {
+    spent: usize,
+}
+
+impl HostBudget {
+    /// Accounts for `units` operations about to be done (or just done, for
+    /// a poll's ready pollables).
+    fn spend(&mut self, units: usize) {
+        self.spent += units;
+        if self.spent >= BUDGET {
+            self.refill();
+            self.spent = units.min(BUDGET);
+        }
+    }
+
+    /// Lets wasmtime yield to tokio now, which refills the budget.
+    fn refill(&mut self) {
+        monotonic_clock::subscribe_duration(0).block();
+        self.spent = 0;
+    }
 }
 
 fn to_io(code: ErrorCode) -> io::Error {
@@ -185,12 +224,12 @@ fn to_io(code: ErrorCode) -> io::Error {
     kind.into()
 }
 
+/// Stream errors carry no error code in WASI 0.2.12's bindings, and their
+/// debug string can hold a whole host backtrace: say what it means instead.
 fn stream_error(err: StreamError) -> io::Error {
     match err {
         StreamError::Closed => io::ErrorKind::BrokenPipe.into(),
-        StreamError::LastOperationFailed(err) => {
-            io::Error::new(io::ErrorKind::ConnectionReset, err.to_debug_string())
-        }
+        StreamError::LastOperationFailed(_) => io::ErrorKind::ConnectionReset.into(),
     }
 }
 
@@ -260,6 +299,7 @@ impl Network for WasiNetwork {
     }
 
     fn accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)> {
+        self.budget.spend(1);
         let (socket, input, output) = match self.sockets.get(listener.0) {
             Some(Entry {
                 socket: Socket::Listener(listener),
@@ -267,8 +307,15 @@ impl Network for WasiNetwork {
             }) => listener.socket.accept().map_err(to_io)?,
             _ => return Err(not_a(listener, "listener")),
         };
-        let peer = socket.remote_address().map_err(to_io)?;
         let stream = Stream::new(socket, input, output);
+        // A connection reset before it was accepted has no peer any more:
+        // that concerns this connection only, not the listener.
+        let peer = stream.socket.remote_address().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection reset before it was accepted",
+            )
+        })?;
         Ok((self.insert(Socket::Stream(stream)), from_wasi_addr(peer)))
     }
 
@@ -306,6 +353,7 @@ impl Network for WasiNetwork {
     }
 
     fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.budget.spend(1);
         let received = self.datagram(id)?.incoming.receive(1).map_err(to_io)?;
         let datagram = received
             .into_iter()
@@ -317,6 +365,7 @@ impl Network for WasiNetwork {
     }
 
     fn send_to(&mut self, id: SocketId, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.budget.spend(1);
         let outgoing = &self.datagram(id)?.outgoing;
         // Every send must follow a check-send that permits it.
         if outgoing.check_send().map_err(to_io)? == 0 {
@@ -333,6 +382,7 @@ impl Network for WasiNetwork {
     }
 
     fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
+        self.budget.spend(1);
         let stream = self.stream(id)?;
         match stream.input.read(buf.len() as u64) {
             Ok(bytes) if bytes.is_empty() && !buf.is_empty() => {
@@ -348,6 +398,7 @@ impl Network for WasiNetwork {
     }
 
     fn write(&mut self, id: SocketId, buf: &[u8]) -> io::Result<usize> {
+        self.budget.spend(1);
         let stream = self.stream(id)?;
         let permitted = stream.output.check_write().map_err(stream_error)?;
         let len = buf
@@ -361,6 +412,7 @@ impl Network for WasiNetwork {
     }
 
     fn shutdown_write(&mut self, id: SocketId) -> io::Result<()> {
+        self.budget.spend(1);
         let stream = self.stream(id)?;
         if !stream.flushing {
             stream.output.flush().map_err(stream_error)?;
@@ -402,6 +454,24 @@ impl Network for WasiNetwork {
                 owners.push(SocketId(key));
             }
         }
+        if pollables.len() > POLL_CHUNK {
+            // Wasmtime checks a poll list in its own order and only up to
+            // its budget: with hundreds of sockets ready at once the same
+            // ones would win every time. Look at every chunk with a fresh
+            // budget, without blocking.
+            let now = monotonic_clock::subscribe_duration(0);
+            for (pollables, owners) in pollables.chunks(POLL_CHUNK).zip(owners.chunks(POLL_CHUNK)) {
+                self.budget.refill();
+                let mut list = pollables.to_vec();
+                list.push(&now);
+                let ready_indices = poll::poll(&list);
+                self.budget.spend(ready_indices.len());
+                collect(&ready_indices, owners, ready);
+            }
+            if !ready.is_empty() {
+                return Ok(());
+            }
+        }
         let timer = timeout.map(|timeout| {
             let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
             monotonic_clock::subscribe_duration(nanos)
@@ -416,14 +486,9 @@ impl Network for WasiNetwork {
             ));
         }
         let ready_indices = poll::poll(&pollables);
-        refill_host_budget();
-        for index in ready_indices {
-            if let Some(&id) = owners.get(index as usize) {
-                if ready.last() != Some(&id) {
-                    ready.push(id);
-                }
-            }
-        }
+        // Each ready pollable used a unit of the budget.
+        self.budget.spend(ready_indices.len());
+        collect(&ready_indices, &owners, ready);
         Ok(())
     }
 
