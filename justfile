@@ -22,7 +22,7 @@ setup:
 build:
     cargo build --release
 
-# Build the WebAssembly component ({{wasm}}).
+# Build the WebAssembly component (target/wasm32-wasip2/release/echokit.wasm).
 build-wasm:
     cargo build --release --target wasm32-wasip2
 
@@ -40,6 +40,35 @@ lint:
     cargo clippy --all-targets -- -D warnings
     cargo clippy --all-targets --target wasm32-wasip2 -- -D warnings
 
-# The whole suite: lint, both builds, unit tests and the cross-target kit.
+# Lint, both builds, unit/property/fuzz-regression/fault tests, conformance kit.
 test: lint build build-wasm
     cargo test --release
+
+# Medians of ECHOKIT_BENCH_ROUNDS=3 rounds of ECHOKIT_BENCH_SECS=2 s each.
+
+# Performance matrix: native, wasm and a tokio reference, side by side.
+bench: build build-wasm
+    cargo build --release --example tokio_echo
+    cargo bench --bench matrix
+
+# Fail when a ratio of the latest `just bench` run misses its target.
+bench-check:
+    cargo bench --bench matrix -- --check
+
+# Micro-benchmarks of the engine on the in-memory network (criterion).
+bench-engine:
+    cargo bench --bench engine
+
+# Fails on a wrong byte or on RSS growth over 10% after warm-up.
+
+# Each build under full load for ECHOKIT_SOAK_SECS (default 60) seconds.
+soak: build build-wasm
+    cargo bench --bench soak
+
+# cargo-fuzz on the stable toolchain (let in with RUSTC_BOOTSTRAP). Keep any
+# crash input in fuzz/regressions/, where `just test` replays it.
+
+# Coverage-guided fuzzing of the engine for `secs` seconds.
+fuzz secs="60":
+    @cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz@0.13.2
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run engine -- -max_total_time={{secs}}

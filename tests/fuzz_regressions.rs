@@ -2,6 +2,8 @@
 //! fuzzer ever crashed on (kept in fuzz/regressions/) and a few thousand
 //! random schedules. `just fuzz` runs the coverage-guided fuzzer itself.
 
+#![cfg(not(target_os = "wasi"))]
+
 use echokit::hash::mix;
 use echokit::simulation::{run, Scenario};
 use std::fs;

@@ -2,6 +2,8 @@
 //! injected faults, for thousands of generated scenarios (see
 //! `echokit::simulation` for the promises checked after every turn).
 
+#![cfg(not(target_os = "wasi"))]
+
 use echokit::engine::Config;
 use echokit::net::faults::FaultRates;
 use echokit::simulation::{run, Event, Scenario};
