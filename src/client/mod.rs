@@ -175,7 +175,32 @@ pub fn send<N: Network>(
 ) -> anyhow::Result<u64> {
     let mut exchange = Exchange::connect(net, addr, input)?;
     let mut ready = Vec::new();
-    while !exchange.drive(net, out)? {
+    loop {
+        match exchange.drive(net, out) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(err) => {
+                let cause = match err.kind() {
+                    io::ErrorKind::NotConnected
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                        if exchange.received == 0 =>
+                    {
+                        "the server closed the connection at once (is it at its --max-connections?)"
+                            .into()
+                    }
+                    io::ErrorKind::NotConnected
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset => "the server closed the connection".into(),
+                    _ => err.to_string(),
+                };
+                anyhow::bail!(
+                    "{cause}, after {} of {} bytes came back",
+                    exchange.received,
+                    input.len()
+                );
+            }
+        }
         ready.clear();
         net.wait(None, &mut ready)?;
     }
