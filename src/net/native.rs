@@ -25,6 +25,14 @@ pub struct NativeNetwork {
 struct Entry {
     socket: Socket,
     interest: Interest,
+    /// A short read emptied the socket and no readable event came since:
+    /// the next read would only say "would block", so it is not made.
+    /// (With edge-triggered epoll every arrival of data brings an event;
+    /// tokio skips the same system call.)
+    drained: bool,
+    /// The peer closed its side or the socket failed: reads always go
+    /// through, so that the end of the stream is seen.
+    read_closed: bool,
 }
 
 enum Socket {
@@ -58,6 +66,8 @@ impl NativeNetwork {
         SocketId(self.sockets.insert(Entry {
             socket,
             interest: Interest::NONE,
+            drained: false,
+            read_closed: false,
         }))
     }
 
@@ -167,7 +177,24 @@ impl Network for NativeNetwork {
     }
 
     fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream(id)?.read(buf)
+        let Some(Entry {
+            socket: Socket::Stream(stream),
+            drained,
+            read_closed,
+            ..
+        }) = self.sockets.get_mut(id.0)
+        else {
+            return Err(not_a(id, "stream"));
+        };
+        if *drained && !*read_closed {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let result = stream.read(buf);
+        *drained = match &result {
+            Ok(n) => *n < buf.len(),
+            Err(err) => err.kind() == io::ErrorKind::WouldBlock,
+        };
+        result
     }
 
     fn write(&mut self, id: SocketId, buf: &[u8]) -> io::Result<usize> {
@@ -222,7 +249,14 @@ impl Network for NativeNetwork {
             Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
             result => result?,
         }
-        ready.extend(self.events.iter().map(|event| SocketId(event.token().0)));
+        for event in &self.events {
+            let key = event.token().0;
+            if let Some(entry) = self.sockets.get_mut(key) {
+                entry.drained = false;
+                entry.read_closed |= event.is_read_closed() || event.is_error();
+            }
+            ready.push(SocketId(key));
+        }
         Ok(())
     }
 

@@ -59,6 +59,11 @@ struct Stream {
     output: OutputStream,
     socket: TcpSocket,
     flushing: bool,
+    /// A short read emptied the stream and `poll` has not called it
+    /// readable since: reading now would only return nothing, so the host
+    /// call is skipped (the pollable is level-triggered, so nothing is
+    /// missed).
+    drained: bool,
 }
 
 /// A bound UDP socket and its two datagram streams.
@@ -79,6 +84,7 @@ impl Stream {
             output,
             socket,
             flushing: false,
+            drained: false,
         }
     }
 }
@@ -108,6 +114,19 @@ impl WasiNetwork {
                 ..
             }) => Ok(stream),
             _ => Err(not_a(id, "stream")),
+        }
+    }
+
+    /// Reports the sockets whose pollables `poll` found ready, once per
+    /// socket in a row, and forgets what it knew about drained streams.
+    fn mark_ready(&mut self, found: &[(SocketId, bool)], ready: &mut Vec<SocketId>) {
+        for &(id, readable) in found {
+            if let (true, Ok(stream)) = (readable, self.stream(id)) {
+                stream.drained = false;
+            }
+            if ready.last() != Some(&id) {
+                ready.push(id);
+            }
         }
     }
 
@@ -152,17 +171,6 @@ const BUDGET: usize = 96;
 
 /// Pollables one `poll` call looks at when many sockets wait at once.
 const POLL_CHUNK: usize = 100;
-
-/// Appends the owners of the ready pollables, once per socket in a row.
-fn collect(ready_indices: &[u32], owners: &[SocketId], ready: &mut Vec<SocketId>) {
-    for &index in ready_indices {
-        if let Some(&id) = owners.get(index as usize) {
-            if ready.last() != Some(&id) {
-                ready.push(id);
-            }
-        }
-    }
-}
 
 /// Keeps wasmtime's tokio budget from running dry under the guest.
 ///
@@ -384,11 +392,16 @@ impl Network for WasiNetwork {
     fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
         self.budget.spend(1);
         let stream = self.stream(id)?;
+        if stream.drained {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         match stream.input.read(buf.len() as u64) {
             Ok(bytes) if bytes.is_empty() && !buf.is_empty() => {
+                stream.drained = true;
                 Err(io::ErrorKind::WouldBlock.into())
             }
             Ok(bytes) => {
+                stream.drained = bytes.len() < buf.len();
                 buf[..bytes.len()].copy_from_slice(&bytes);
                 Ok(bytes.len())
             }
@@ -437,7 +450,8 @@ impl Network for WasiNetwork {
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()> {
         let mut pollables: Vec<&Pollable> = Vec::new();
-        let mut owners: Vec<SocketId> = Vec::new();
+        // Whose pollable each one is, and whether it is a read pollable.
+        let mut owners: Vec<(SocketId, bool)> = Vec::new();
         for (key, entry) in &self.sockets {
             let Interest { read, write } = entry.interest;
             let (on_read, on_write) = match &entry.socket {
@@ -447,11 +461,11 @@ impl Network for WasiNetwork {
             };
             if read {
                 pollables.push(on_read);
-                owners.push(SocketId(key));
+                owners.push((SocketId(key), true));
             }
             if let (true, Some(on_write)) = (write, on_write) {
                 pollables.push(on_write);
-                owners.push(SocketId(key));
+                owners.push((SocketId(key), false));
             }
         }
         if pollables.len() > POLL_CHUNK {
@@ -460,15 +474,18 @@ impl Network for WasiNetwork {
             // ones would win every time. Look at every chunk with a fresh
             // budget, without blocking.
             let now = monotonic_clock::subscribe_duration(0);
+            let mut found = Vec::new();
             for (pollables, owners) in pollables.chunks(POLL_CHUNK).zip(owners.chunks(POLL_CHUNK)) {
                 self.budget.refill();
                 let mut list = pollables.to_vec();
                 list.push(&now);
                 let ready_indices = poll::poll(&list);
                 self.budget.spend(ready_indices.len());
-                collect(&ready_indices, owners, ready);
+                found.extend(ready_indices.iter().filter_map(|&i| owners.get(i as usize)));
             }
-            if !ready.is_empty() {
+            if !found.is_empty() {
+                drop(pollables);
+                self.mark_ready(&found, ready);
                 return Ok(());
             }
         }
@@ -486,9 +503,14 @@ impl Network for WasiNetwork {
             ));
         }
         let ready_indices = poll::poll(&pollables);
+        drop(pollables);
+        drop(timer);
         // Each ready pollable used a unit of the budget.
         self.budget.spend(ready_indices.len());
-        collect(&ready_indices, &owners, ready);
+        let found: Vec<(SocketId, bool)> = (ready_indices.iter())
+            .filter_map(|&i| owners.get(i as usize).copied())
+            .collect();
+        self.mark_ready(&found, ready);
         Ok(())
     }
 
