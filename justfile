@@ -59,6 +59,10 @@ bench-check:
 bench-engine:
     cargo bench --bench engine
 
+# Startup time and RSS with 10,000 idle connections, for both builds.
+footprint: build build-wasm
+    cargo bench --bench footprint
+
 # Fails on a wrong byte or on RSS growth over 10% after warm-up.
 
 # Each build under full load for ECHOKIT_SOAK_SECS (default 60) seconds.
