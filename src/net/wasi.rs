@@ -64,6 +64,8 @@ struct Stream {
     /// call is skipped (the pollable is level-triggered, so nothing is
     /// missed).
     drained: bool,
+    /// How many bytes to ask for: see [`ReadSize`].
+    read_size: ReadSize,
 }
 
 /// A bound UDP socket and its two datagram streams.
@@ -85,6 +87,7 @@ impl Stream {
             socket,
             flushing: false,
             drained: false,
+            read_size: ReadSize::default(),
         }
     }
 }
@@ -168,6 +171,39 @@ fn finish<T>(ready: impl Fn() -> Pollable, op: impl Fn() -> Result<T, ErrorCode>
 /// Socket operations (and ready pollables) allowed between two refills of
 /// the host's budget; tokio's budget is 128.
 const BUDGET: usize = 96;
+
+/// How much one read asks for, adapted to what the peer sends.
+///
+/// Wasmtime zeroes a buffer of the requested size for every read, so asking
+/// for 64 KiB to receive 512 bytes costs a 64 KiB memset (6% of the wasm
+/// server's time in a 50 x 512 B pingpong profile). Reads start at 4 KiB,
+/// double while they come back full and halve while they come back mostly
+/// empty.
+#[derive(Clone, Copy, Debug)]
+struct ReadSize(usize);
+
+impl ReadSize {
+    const MIN: usize = 4 * 1024;
+    const MAX: usize = 64 * 1024;
+
+    fn get(self) -> usize {
+        self.0
+    }
+
+    fn observe(&mut self, got: usize, asked: usize) {
+        if got == asked && asked == self.0 {
+            self.0 = (self.0 * 2).min(Self::MAX);
+        } else if got < self.0 / 4 {
+            self.0 = (self.0 / 2).max(Self::MIN);
+        }
+    }
+}
+
+impl Default for ReadSize {
+    fn default() -> Self {
+        ReadSize(Self::MIN)
+    }
+}
 
 /// Pollables one `poll` call looks at when many sockets wait at once.
 const POLL_CHUNK: usize = 100;
@@ -395,13 +431,15 @@ impl Network for WasiNetwork {
         if stream.drained {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        match stream.input.read(buf.len() as u64) {
-            Ok(bytes) if bytes.is_empty() && !buf.is_empty() => {
+        let wanted = stream.read_size.get().min(buf.len());
+        match stream.input.read(wanted as u64) {
+            Ok(bytes) if bytes.is_empty() && wanted > 0 => {
                 stream.drained = true;
                 Err(io::ErrorKind::WouldBlock.into())
             }
             Ok(bytes) => {
-                stream.drained = bytes.len() < buf.len();
+                stream.drained = bytes.len() < wanted;
+                stream.read_size.observe(bytes.len(), wanted);
                 buf[..bytes.len()].copy_from_slice(&bytes);
                 Ok(bytes.len())
             }
