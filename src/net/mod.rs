@@ -141,6 +141,14 @@ pub trait Network {
     }
 }
 
+/// The error for an id that names no socket of the kind an operation needs.
+fn not_a(id: SocketId, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("socket {} is not a {what}", id.0),
+    )
+}
+
 /// The error of [`Network::share`] on hosts that run a single event loop.
 pub fn single_event_loop() -> io::Error {
     io::Error::new(

@@ -1,6 +1,6 @@
 //! Native backend: std sockets in non-blocking mode, `mio` for readiness.
 
-use super::{Interest, Network, SocketId};
+use super::{not_a, Interest, Network, SocketId};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -90,13 +90,6 @@ impl NativeNetwork {
             _ => Err(not_a(id, "stream")),
         }
     }
-}
-
-fn not_a(id: SocketId, what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("socket {} is not a {what}", id.0),
-    )
 }
 
 fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {

@@ -6,7 +6,7 @@
 //! first makes the runtime trap ("resource has children"), so the structs
 //! below declare children before parents: Rust drops fields in order.
 
-use super::{Interest, Network, SocketId};
+use super::{not_a, Interest, Network, SocketId};
 use ::wasi::clocks::monotonic_clock;
 use ::wasi::io::poll::{self, Pollable};
 use ::wasi::io::streams::{InputStream, OutputStream, StreamError};
@@ -149,13 +149,6 @@ fn family(addr: SocketAddr) -> IpAddressFamily {
         SocketAddr::V4(_) => IpAddressFamily::Ipv4,
         SocketAddr::V6(_) => IpAddressFamily::Ipv6,
     }
-}
-
-fn not_a(id: SocketId, what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("socket {} is not a {what}", id.0),
-    )
 }
 
 /// Finishes a two-phase WASI operation, waiting on `ready` as needed.
