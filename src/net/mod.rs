@@ -163,7 +163,7 @@ pub fn explain(err: io::Error, addr: SocketAddr) -> io::Error {
     let hint = match err.kind() {
         io::ErrorKind::AddrInUse => "is another server running there? (port 0 picks a free port)",
         io::ErrorKind::ConnectionRefused => "is an echo server listening there?",
-        io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+        io::ErrorKind::PermissionDenied if (1..1024).contains(&addr.port()) => {
             "ports below 1024 are privileged: run as root, grant CAP_NET_BIND_SERVICE, \
              or use a port of 1024 or above"
         }

@@ -243,7 +243,8 @@ fn to_io(code: ErrorCode) -> io::Error {
             return io::Error::new(
                 Kind::PermissionDenied,
                 "network access denied by the WebAssembly runtime; \
-                 run it with `wasmtime run -S inherit-network`",
+                 run it with `wasmtime run -S inherit-network` \
+                 (and without -S tcp=n or -S udp=n)",
             )
         }
         ErrorCode::WouldBlock => Kind::WouldBlock,
