@@ -93,6 +93,9 @@ struct Row {
     mode: Mode,
     connections: u32,
     size: u32,
+    /// Datagrams instead of a stream: echokit only (the tokio reference
+    /// echoes TCP).
+    udp: bool,
 }
 
 const fn row(name: &'static str, mode: Mode, connections: u32, size: u32) -> Row {
@@ -101,6 +104,21 @@ const fn row(name: &'static str, mode: Mode, connections: u32, size: u32) -> Row
         mode,
         connections,
         size,
+        udp: false,
+    }
+}
+
+const fn udp_row(name: &'static str, connections: u32, size: u32) -> Row {
+    Row {
+        udp: true,
+        ..row(name, Mode::Pingpong, connections, size)
+    }
+}
+
+impl Row {
+    /// Whether `kind` can serve this row.
+    fn serves(&self, kind: Kind) -> bool {
+        !(self.udp && kind == Kind::Tokio)
     }
 }
 
@@ -112,6 +130,7 @@ const ROWS: &[Row] = &[
     row("stream-1x65536", Mode::Stream, 1, 65536),
     row("stream-8x65536", Mode::Stream, 8, 65536),
     row("connect-8x64", Mode::Connect, 8, 64),
+    udp_row("udp-pingpong-50x512", 50, 512),
 ];
 
 /// The servers under test.
@@ -211,7 +230,11 @@ const TARGETS: &[Target] = &[
 impl Target {
     fn rows(&self) -> Vec<&'static str> {
         match self.rows {
-            Rows::All => ROWS.iter().map(|row| row.name).collect(),
+            Rows::All => ROWS
+                .iter()
+                .filter(|row| row.serves(self.numerator) && row.serves(self.denominator))
+                .map(|row| row.name)
+                .collect(),
             Rows::Only(names) => names.to_vec(),
         }
     }
@@ -422,8 +445,11 @@ impl Tools {
             .to_string_lossy()
     }
 
-    fn server_command(&self, kind: Kind) -> Command {
-        let listen = ["--listen", "127.0.0.1:0"];
+    fn server_command(&self, kind: Kind, row: &Row) -> Command {
+        let listen: &[&str] = match row.udp {
+            true => &["--listen", "127.0.0.1:0", "--udp"],
+            false => &["--listen", "127.0.0.1:0"],
+        };
         match kind {
             Kind::Tokio => {
                 let mut command = Command::new(&self.tokio_echo);
@@ -492,8 +518,8 @@ struct Server {
 
 impl Server {
     /// Starts `kind` on a free port and waits for its listening line.
-    fn start(tools: &Tools, kind: Kind) -> Result<Server, String> {
-        let mut command = tools.server_command(kind);
+    fn start(tools: &Tools, kind: Kind, row: &Row) -> Result<Server, String> {
+        let mut command = tools.server_command(kind, row);
         let described = tools.describe(&command);
         let mut child = command
             .stdin(Stdio::null())
@@ -605,6 +631,7 @@ fn load(tools: &Tools, addr: SocketAddr, row: &Row, secs: f64) -> Result<Value, 
         .args(["--size", &row.size.to_string()])
         .args(["--duration", &secs.to_string()])
         .args(["--mode", row.mode.name()])
+        .args(row.udp.then_some("--udp"))
         .arg("--json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -742,7 +769,7 @@ fn bench(options: &Options) -> Result<bool, String> {
     let mut failures = 0;
     for (index, row) in rows.iter().enumerate() {
         for round in 0..rounds {
-            let mut order = kinds.clone();
+            let mut order: Vec<Kind> = kinds.iter().copied().filter(|&k| row.serves(k)).collect();
             let len = order.len();
             order.rotate_left(round % len);
             for (position, &kind) in order.iter().enumerate() {
@@ -834,11 +861,12 @@ fn bench(options: &Options) -> Result<bool, String> {
                 "mode": row.mode.name(),
                 "connections": row.connections,
                 "size": row.size,
+                "udp": row.udp,
                 "unit": row.mode.unit(),
             })).collect::<Vec<_>>(),
             "servers": kinds.iter().map(|kind| json!({
                 "name": kind.name(),
-                "command": tools.describe(&tools.server_command(*kind)),
+                "command": tools.describe(&tools.server_command(*kind, &ROWS[0])),
             })).collect::<Vec<_>>(),
             "complete": complete,
         },
@@ -880,7 +908,7 @@ struct Measured {
 /// Starts a fresh `kind` server, warms it up, measures `row` on it.
 fn measure(tools: &Tools, row: &Row, kind: Kind, secs: f64, tag: &str) -> Result<Measured, String> {
     eprintln!("{tag}: starting");
-    let mut server = Server::start(tools, kind)?;
+    let mut server = Server::start(tools, kind, row)?;
     let warmup_error = load(tools, server.addr, row, WARMUP_SECS).err();
     if let Some(error) = &warmup_error {
         eprintln!("{tag}: warm-up failed: {error}");

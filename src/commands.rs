@@ -95,6 +95,8 @@ fn start_workers(
     for number in 1..wanted {
         let share = match server.share() {
             Ok(share) => share,
+            // UDP only: one event loop serves the one socket.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => break,
             Err(err) if err.kind() == io::ErrorKind::Unsupported => {
                 if requested.is_some() && log > LogLevel::Silent {
                     eprintln!("echokit: warning: --workers {wanted} ignored: {err}");
