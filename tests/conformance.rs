@@ -10,13 +10,16 @@
 //!   preopened at the same path (`--dir DIR::DIR`), the WASI way of granting
 //!   files, so the arguments read the same for both builds.
 //!
+//! Scenarios speak TCP, UDP (`udp = true`: `serve --udp`, `send --udp`, and
+//! the std column's `std::net::UdpSocket` client), or both at once.
+//!
 //! Where the builds must behave differently, fixtures/scenarios.toml says so
 //! in a `[[scenario.deviation]]` with its reason, and the test is listed as
 //! `[deviation]`; a pairing needing an undeclared difference fails.
 //!
 //! Client columns: native, wasm (each build's `echokit send`), and std, a
-//! plain `std::net` client in tests/kit/std_client.rs that shares no code
-//! with echokit's client.
+//! plain `std::net` client (TCP and UDP) in tests/kit/std_client.rs that
+//! shares no code with echokit's client.
 //!
 //! # How the kit finds wasmtime and echokit.wasm
 //!
@@ -49,7 +52,7 @@
 //! holds for reading.
 //!
 //! The kit checks itself too: `kit::wasm_coverage` fails unless the wasm
-//! tests are at least three times the TCP scenarios.
+//! tests are at least three times the network (TCP or UDP) scenarios.
 
 // The kit runs on the host and starts wasmtime itself; built for WASI (as
 // `cargo clippy --all-targets --target wasm32-wasip2` does) it only says so.
@@ -104,11 +107,11 @@ mod host {
     /// One trial per scenario and pairing, plus the kit's self-check.
     fn trials(scenarios: Vec<Scenario>, fixtures: &std::path::Path) -> Vec<Trial> {
         let mut trials = Vec::new();
-        let mut tcp_scenarios = 0usize;
+        let mut network_scenarios = 0usize;
         let mut wasm_tests = 0usize;
         for scenario in scenarios {
             let scenario = Arc::new(scenario);
-            tcp_scenarios += usize::from(scenario.tcp);
+            network_scenarios += usize::from(scenario.tcp || scenario.udp);
             for (server, client) in pairings(&scenario) {
                 let name = test_name(&scenario, server, client);
                 wasm_tests += usize::from(
@@ -142,12 +145,12 @@ mod host {
             }
         }
         trials.push(Trial::test("kit::wasm_coverage", move || {
-            if wasm_tests >= 3 * tcp_scenarios {
+            if wasm_tests >= 3 * network_scenarios {
                 Ok(())
             } else {
                 Err(format!(
-                    "{wasm_tests} wasm-involving tests for {tcp_scenarios} TCP scenarios: \
-                     the kit promises at least three per TCP scenario"
+                    "{wasm_tests} wasm-involving tests for {network_scenarios} network (TCP or \
+                     UDP) scenarios: the kit promises at least three per network scenario"
                 )
                 .into())
             }

@@ -6,8 +6,11 @@ use super::table::{Expect, OutputCheck};
 use super::target::Target;
 use predicates::prelude::*;
 use predicates::BoxPredicate;
+use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Barrier};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// Longest any single echokit client or failing server may run.
@@ -35,15 +38,7 @@ pub fn run(
     cmd.args(args)
         .timeout(timeout)
         .write_stdin(stdin.unwrap_or_default().to_vec());
-    let what = format!(
-        "{} {}",
-        match (target.build, target.network) {
-            (super::table::Build::Native, _) => "echokit",
-            (_, true) => "wasmtime run -S inherit-network [--dir ...] echokit.wasm",
-            (_, false) => "wasmtime run [--dir ...] echokit.wasm",
-        },
-        args.join(" ")
-    );
+    let what = describe(target, args);
     let start = Instant::now();
     let out = cmd
         .output()
@@ -55,6 +50,133 @@ pub fn run(
         stderr: out.stderr,
         elapsed: start.elapsed(),
     })
+}
+
+/// One command of [`run_together`]: what to run and its standard input.
+pub struct Invocation {
+    pub target: Target,
+    pub args: Vec<String>,
+    pub stdin: Vec<u8>,
+}
+
+/// Runs several commands at the same time, and makes them start their real
+/// work together: each gets all of its standard input at once, but the
+/// pipes are closed only when every command has taken all of its input, so
+/// a command that reads its input to EOF before sending (as `echokit send
+/// --input -` does) is held until the others are ready too. Each is killed
+/// after `timeout`.
+pub fn run_together(invocations: &[Invocation], timeout: Duration) -> Result<Vec<Outcome>, String> {
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for inv in invocations {
+        let what = describe(&inv.target, &inv.args);
+        let spawned = inv
+            .target
+            .command()
+            .and_then(|mut cmd| {
+                cmd.args(&inv.args)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|err| err.to_string())
+            })
+            .map_err(|err| format!("cannot start `{what}`: {err}"));
+        match spawned {
+            Ok(child) => children.push((what, child)),
+            Err(err) => {
+                for (_, child) in &mut children {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                return Err(err);
+            }
+        }
+    }
+    let start = Instant::now();
+    let fed = Barrier::new(children.len());
+    let outcomes = thread::scope(|scope| {
+        let handles: Vec<_> = children
+            .iter_mut()
+            .zip(invocations)
+            .map(|((what, child), inv)| {
+                let stdin = child.stdin.take();
+                let stdout = child.stdout.take();
+                let stderr = child.stderr.take();
+                let fed = &fed;
+                let feeder = scope.spawn(move || {
+                    let result = stdin.map(|mut pipe| {
+                        let written = pipe.write_all(&inv.stdin);
+                        // Every feeder reaches the barrier, written or not.
+                        fed.wait();
+                        drop(pipe);
+                        written
+                    });
+                    result.unwrap_or(Ok(()))
+                });
+                let out = scope.spawn(move || read_all(stdout));
+                let err = scope.spawn(move || read_all(stderr));
+                (what, child, feeder, out, err)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(what, child, feeder, out, err)| {
+                let code = wait_until(child, start + timeout);
+                let fed = feeder.join().unwrap_or(Ok(()));
+                let stdout = out.join().unwrap_or_default();
+                let stderr = err.join().unwrap_or_default();
+                let mut stderr = stderr;
+                if let Err(e) = fed {
+                    stderr.extend_from_slice(format!("\n[kit: writing stdin: {e}]").as_bytes());
+                }
+                Outcome {
+                    what: what.clone(),
+                    code,
+                    stdout,
+                    stderr,
+                    elapsed: start.elapsed(),
+                }
+            })
+            .collect()
+    });
+    Ok(outcomes)
+}
+
+/// Waits for `child` until `deadline`, then kills it; its exit code
+/// (`None` if killed or killed by a signal).
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<i32> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.code(),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+fn read_all(from: Option<impl Read>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut from) = from {
+        let _ = from.read_to_end(&mut buf);
+    }
+    buf
+}
+
+/// How a command is shown in messages.
+fn describe(target: &Target, args: &[String]) -> String {
+    format!(
+        "{} {}",
+        match (target.build, target.network) {
+            (super::table::Build::Native, _) => "echokit",
+            (_, true) => "wasmtime run -S inherit-network [--dir ...] echokit.wasm",
+            (_, false) => "wasmtime run [--dir ...] echokit.wasm",
+        },
+        args.join(" ")
+    )
 }
 
 /// Checks an outcome: exit status, stdout, stderr, and the `--output` file.

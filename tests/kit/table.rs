@@ -78,6 +78,9 @@ pub enum Kind {
     NoNetwork,
     ComponentWorld,
     ThousandClients,
+    UdpBurst,
+    UdpTwoClients,
+    TcpAndUdp,
 }
 
 /// One entry of the table.
@@ -92,6 +95,11 @@ pub struct Scenario {
     /// coverage rule counts these.
     #[serde(default = "yes")]
     pub tcp: bool,
+    /// Whether the scenario speaks UDP: the std column then uses its UDP
+    /// client, and `{closed}` is a UDP port. Counted by the coverage rule
+    /// like `tcp`.
+    #[serde(default)]
+    pub udp: bool,
     pub servers: Vec<Build>,
     pub clients: Vec<Column>,
     #[serde(default = "default_listen")]
@@ -104,6 +112,10 @@ pub struct Scenario {
     pub payload: Option<Payload>,
     #[serde(default)]
     pub client_args: Vec<String>,
+    /// `tcp_and_udp`: the arguments of the echokit UDP client that runs
+    /// alongside the TCP one (`client_args`).
+    #[serde(default)]
+    pub udp_client_args: Vec<String>,
     /// What the echokit client reads on stdin: "payload", or nothing.
     #[serde(default)]
     pub client_stdin: Option<Stdin>,
@@ -236,6 +248,11 @@ pub struct Params {
     pub wit_dir: Option<String>,
     pub world: Option<String>,
     pub package: Option<String>,
+    /// UDP: bytes per datagram of the std client, and `{datagram_size}` in
+    /// `client_args` (default 1024, as `send --udp`).
+    pub datagram_size: Option<usize>,
+    /// udp_burst: datagrams the std client keeps in flight at most.
+    pub window: Option<usize>,
 }
 
 /// Reads a required parameter: `param!(scenario, stall_ms)`.
@@ -326,6 +343,9 @@ fn validate(s: &Scenario) -> Result<(), String> {
             | Kind::MaxConnections
             | Kind::Restart
             | Kind::ThousandClients
+            | Kind::UdpBurst
+            | Kind::UdpTwoClients
+            | Kind::TcpAndUdp
     );
     if pairs && (s.servers.is_empty() || s.clients.is_empty()) {
         return Err("a pairing scenario needs servers and clients".into());
@@ -346,7 +366,30 @@ fn validate(s: &Scenario) -> Result<(), String> {
         Kind::ThousandClients if s.clients != [Column::Std] => {
             return Err("thousand_clients is driven by the std column".into())
         }
+        Kind::UdpBurst | Kind::UdpTwoClients if !s.udp || s.tcp => {
+            return Err("a UDP-only kind needs `udp = true` and `tcp = false`".into())
+        }
+        Kind::TcpAndUdp if !(s.udp && s.tcp) => {
+            return Err("tcp_and_udp needs `udp = true` and `tcp = true`".into())
+        }
+        Kind::TcpAndUdp if s.udp_client_args.is_empty() => {
+            return Err("tcp_and_udp needs `udp_client_args` for its UDP client".into())
+        }
+        // Both clients start together only if both wait for their input.
+        Kind::UdpTwoClients | Kind::TcpAndUdp if s.client_stdin != Some(Stdin::Payload) => {
+            return Err(
+                "this kind starts its echokit clients together by closing their stdin at \
+                 once: it needs `client_stdin = \"payload\"` and `--input -`"
+                    .into(),
+            )
+        }
         _ => {}
+    }
+    if s.udp && s.tcp && s.kind != Kind::TcpAndUdp {
+        return Err("only tcp_and_udp speaks both TCP and UDP: set `tcp = false`".into());
+    }
+    if !s.udp_client_args.is_empty() && s.kind != Kind::TcpAndUdp {
+        return Err("only tcp_and_udp takes `udp_client_args`".into());
     }
     for d in &s.deviations {
         if d.reason.trim().is_empty() {
