@@ -2,6 +2,7 @@
 # suite from a fresh machine with only rustup.
 
 wasmtime_version := "48.0.8"
+cargo_fuzz_version := "0.13.2"
 wasm := "target/wasm32-wasip2/release/echokit.wasm"
 
 # List the recipes.
@@ -11,11 +12,16 @@ default:
 # Install what the builds and tests need (idempotent; fast when done).
 setup:
     rustup target add wasm32-wasip2
-    @if wasmtime --version 2>/dev/null | grep -q "^wasmtime {{wasmtime_version}} "; then \
+    @if wasmtime --version 2>/dev/null | grep -qx "wasmtime {{wasmtime_version}}.*"; then \
         echo "wasmtime {{wasmtime_version}} already installed"; \
     else \
         echo "installing wasmtime-cli {{wasmtime_version}} (builds from source, about 7 minutes)"; \
         cargo install --locked wasmtime-cli@{{wasmtime_version}}; \
+    fi
+    @if cargo fuzz --version 2>/dev/null | grep -q "^cargo-fuzz {{cargo_fuzz_version}}"; then \
+        echo "cargo-fuzz {{cargo_fuzz_version}} already installed"; \
+    else \
+        cargo install --locked cargo-fuzz@{{cargo_fuzz_version}}; \
     fi
 
 # Build the native binary (target/release/echokit).
@@ -40,9 +46,10 @@ lint:
     cargo clippy --all-targets -- -D warnings
     cargo clippy --all-targets --target wasm32-wasip2 -- -D warnings
 
-# Lint, both builds, unit/property/fuzz-regression/fault tests, conformance kit.
+# Lint, both builds, every test (unit, property, fault, conformance), 15 s of fuzzing.
 test: lint build build-wasm
     cargo test --release
+    just fuzz 15
 
 # Medians of ECHOKIT_BENCH_ROUNDS=3 rounds of ECHOKIT_BENCH_SECS=2 s each.
 
@@ -74,5 +81,5 @@ soak: build build-wasm
 
 # Coverage-guided fuzzing of the engine for `secs` seconds.
 fuzz secs="60":
-    @cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz@0.13.2
+    @cargo fuzz --version >/dev/null 2>&1 || (echo "cargo-fuzz is missing: run just setup" && exit 1)
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run engine -- -max_total_time={{secs}}
