@@ -58,6 +58,8 @@
 // `cargo clippy --all-targets --target wasm32-wasip2` does) it only says so.
 #[cfg(not(target_os = "wasi"))]
 mod kit;
+#[cfg(not(target_os = "wasi"))]
+mod support;
 
 #[cfg(not(target_os = "wasi"))]
 fn main() -> std::process::ExitCode {

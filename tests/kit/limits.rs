@@ -1,6 +1,7 @@
 //! The open-files limit: 1000 connections need 1000 descriptors in this
 //! process (and as many in the server, which inherits the limit).
 
+use crate::support;
 use std::sync::Mutex;
 
 /// Makes sure the soft `RLIMIT_NOFILE` is at least `needed`, raising it
@@ -8,42 +9,21 @@ use std::sync::Mutex;
 /// when the hard limit is too low.
 pub fn ensure_open_files(needed: usize) -> Result<(), String> {
     static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = support::lock(&LOCK);
     let needed = needed as libc::rlim_t;
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(format!(
-            "getrlimit(RLIMIT_NOFILE): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    if limit.rlim_cur >= needed {
+    let (soft, hard) =
+        support::open_files_limit().map_err(|err| format!("getrlimit(RLIMIT_NOFILE): {err}"))?;
+    if soft >= needed {
         return Ok(());
     }
-    if limit.rlim_max < needed {
+    if hard < needed {
         return Err(format!(
-            "this test needs {needed} open files but `ulimit -n` is {} with a hard limit of {}: \
-             raise the hard limit (e.g. `ulimit -Hn {needed}` as root, or LimitNOFILE in the \
-             service or container settings) and run again",
-            limit.rlim_cur, limit.rlim_max
+            "this test needs {needed} open files but `ulimit -n` is {soft} with a hard limit of \
+             {hard}: raise the hard limit (e.g. `ulimit -Hn {needed}` as root, or LimitNOFILE in \
+             the service or container settings) and run again"
         ));
     }
-    let raised = libc::rlimit {
-        rlim_cur: limit.rlim_max.min(needed.max(8192)),
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: setrlimit reads the struct we pass.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        return Err(format!(
-            "raising the open-files limit from {} to {}: {}",
-            limit.rlim_cur,
-            raised.rlim_cur,
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    let raised = hard.min(needed.max(8192));
+    support::set_open_files_limit(raised, hard)
+        .map_err(|err| format!("raising the open-files limit from {soft} to {raised}: {err}"))
 }

@@ -7,6 +7,7 @@
 //! [`wasm_tools`] and the documentation at the top of tests/conformance.rs.
 
 use super::table::Build;
+use crate::support;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -51,7 +52,7 @@ impl Target {
     /// A command running this build, arguments still to add.
     pub fn command(&self) -> Result<Command, String> {
         match self.build {
-            Build::Native => Ok(Command::new(env!("CARGO_BIN_EXE_echokit"))),
+            Build::Native => Ok(Command::new(support::native_bin())),
             Build::Wasm => {
                 let tools = wasm_tools()?;
                 let mut cmd = Command::new(&tools.wasmtime);
@@ -98,61 +99,19 @@ pub fn wasm_tools() -> Result<&'static WasmTools, String> {
 fn find_wasm_tools() -> Result<WasmTools, String> {
     let wasmtime = find_wasmtime()?;
     let wasm = find_or_build_wasm()?;
-    // Run the component once, so that wasmtime compiles it into its cache
-    // here rather than in dozens of parallel processes later.
-    let out = Command::new(&wasmtime)
-        .arg("run")
-        .arg(&wasm)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| format!("cannot run {}: {err}", wasmtime.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{} run {} --version` failed ({}): {}",
-            wasmtime.display(),
-            wasm.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    // Warm wasmtime's compilation cache before dozens of parallel processes.
+    support::warm_wasm(&wasmtime, &wasm, "")?;
     Ok(WasmTools { wasmtime, wasm })
 }
 
 /// `$WASMTIME`, else `wasmtime` on `PATH`, else `~/.cargo/bin/wasmtime`.
 fn find_wasmtime() -> Result<PathBuf, String> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("WASMTIME") {
-        Some(path) => vec![PathBuf::from(path)],
-        None => {
-            let mut found: Vec<PathBuf> = std::env::var_os("PATH")
-                .map(|paths| {
-                    std::env::split_paths(&paths)
-                        .map(|dir| dir.join("wasmtime"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(home) = std::env::var_os("HOME") {
-                found.push(Path::new(&home).join(".cargo/bin/wasmtime"));
-            }
-            found
-        }
-    };
-    for path in &candidates {
-        if let Ok(out) = Command::new(path).arg("--version").output() {
-            if out.status.success() {
-                return Ok(path.clone());
-            }
-        }
-    }
-    Err(format!(
-        "wasmtime not found (looked at {}): run `just setup` to install it, \
-         or set WASMTIME=/path/to/wasmtime",
-        candidates
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    support::find_wasmtime().map_err(|looked_at| {
+        format!(
+            "wasmtime not found (looked at {looked_at}): run `just setup` to install it, \
+             or set WASMTIME=/path/to/wasmtime"
+        )
+    })
 }
 
 /// `$ECHOKIT_WASM` as is, else `cargo build --release --target
