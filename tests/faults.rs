@@ -26,39 +26,27 @@
 #![cfg(not(target_os = "wasi"))]
 
 use socket2::SockRef;
-use std::fs;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Barrier, Mutex, MutexGuard, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard, OnceLock};
+use std::thread;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
 // Builds, tools and limits
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Build {
-    Native,
-    Wasm,
-}
+mod support;
 
-impl Build {
-    fn name(self) -> &'static str {
-        match self {
-            Build::Native => "native",
-            Build::Wasm => "wasm",
-        }
-    }
-}
+use support::{Build, EchoError, ServerProcess, StderrTo};
 
 /// The native binary; also the client (`echokit send`) for both builds.
 fn native_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_echokit")
+    support::native_bin()
 }
 
 struct WasmTools {
@@ -77,12 +65,7 @@ fn wasm_tools() -> &'static WasmTools {
 }
 
 fn find_wasm_tools() -> Result<WasmTools, String> {
-    let wasm = match std::env::var_os("ECHOKIT_WASM") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/wasm32-wasip2/release/echokit.wasm")
-        }
-    };
+    let wasm = support::wasm_artifact();
     if !wasm.is_file() {
         return Err(format!(
             "the wasm build of echokit is missing ({} is not a file): run `just setup` \
@@ -90,61 +73,15 @@ fn find_wasm_tools() -> Result<WasmTools, String> {
             wasm.display()
         ));
     }
-    let candidates: Vec<PathBuf> = match std::env::var_os("WASMTIME") {
-        Some(path) => vec![PathBuf::from(path)],
-        None => {
-            let mut found: Vec<PathBuf> = std::env::var_os("PATH")
-                .map(|paths| {
-                    std::env::split_paths(&paths)
-                        .map(|d| d.join("wasmtime"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(home) = std::env::var_os("HOME") {
-                found.push(Path::new(&home).join(".cargo/bin/wasmtime"));
-            }
-            found
-        }
-    };
-    let wasmtime = candidates
-        .iter()
-        .find(|path| {
-            Command::new(path)
-                .arg("--version")
-                .stdin(Stdio::null())
-                .output()
-                .is_ok_and(|out| out.status.success())
-        })
-        .cloned()
-        .ok_or_else(|| {
-            format!(
-                "wasmtime not found (looked at {}): run `just setup` to install it and \
-                 `just build-wasm`, or set WASMTIME=/path/to/wasmtime",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+    let wasmtime = support::find_wasmtime().map_err(|looked_at| {
+        format!(
+            "wasmtime not found (looked at {looked_at}): run `just setup` to install it and \
+             `just build-wasm`, or set WASMTIME=/path/to/wasmtime"
+        )
+    })?;
     // Once, so that wasmtime's compilation cache is warm before the tests
     // start servers and time them.
-    let out = Command::new(&wasmtime)
-        .arg("run")
-        .arg(&wasm)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| format!("cannot run {}: {err}", wasmtime.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{} run {} --version` failed ({}): {}; run `just build-wasm`",
-            wasmtime.display(),
-            wasm.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    support::warm_wasm(&wasmtime, &wasm, "; run `just build-wasm`")?;
     Ok(WasmTools { wasmtime, wasm })
 }
 
@@ -154,9 +91,7 @@ fn echokit(build: Build) -> Command {
         Build::Native => Command::new(native_bin()),
         Build::Wasm => {
             let tools = wasm_tools();
-            let mut cmd = Command::new(&tools.wasmtime);
-            cmd.args(["run", "-S", "inherit-network"]).arg(&tools.wasm);
-            cmd
+            support::wasm_command(&tools.wasmtime, &tools.wasm)
         }
     }
 }
@@ -166,22 +101,7 @@ fn echokit(build: Build) -> Command {
 fn raise_open_files() {
     static DONE: OnceLock<Result<libc::rlim_t, String>> = OnceLock::new();
     let result = DONE.get_or_init(|| {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes the struct we pass.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-            return Err(format!("getrlimit: {}", io::Error::last_os_error()));
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            // SAFETY: setrlimit reads the struct we pass.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-                return Err(format!("setrlimit: {}", io::Error::last_os_error()));
-            }
-        }
-        Ok(limit.rlim_cur)
+        support::raise_open_files_to_hard().map_err(|err| format!("setrlimit: {err}"))
     });
     match result {
         Ok(soft) if *soft >= 4096 => {}
@@ -196,11 +116,7 @@ fn raise_open_files() {
 /// Held by the tests that load the machine, so that they run one at a time.
 fn heavy() -> MutexGuard<'static, ()> {
     static HEAVY: Mutex<()> = Mutex::new(());
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    support::lock(&HEAVY)
 }
 
 // ---------------------------------------------------------------------------
@@ -209,12 +125,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A running `echokit serve --listen 127.0.0.1:0 ...`; killed on drop.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     addr: SocketAddr,
     what: String,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    stderr_thread: Option<JoinHandle<()>>,
-    status: Option<ExitStatus>,
 }
 
 impl Server {
@@ -226,11 +139,7 @@ impl Server {
     fn start_limited(build: Build, extra: &[&str], open_files: Option<u64>) -> Server {
         raise_open_files();
         let mut cmd = echokit(build);
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
         if let Some(n) = open_files {
             let limit = libc::rlimit {
                 rlim_cur: n as libc::rlim_t,
@@ -253,61 +162,31 @@ impl Server {
             extra.join(" "),
             open_files.map_or(String::new(), |n| format!(" (ulimit -n {n})"))
         );
-        let mut child = cmd
-            .spawn()
+        let mut process = ServerProcess::spawn(cmd, StderrTo::Keep)
             .unwrap_or_else(|err| panic!("cannot start `{what}`: {err}"));
-
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let stderr_thread = child.stderr.take().map(|mut from| {
-            let into = Arc::clone(&stderr);
-            thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = from.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    lock(&into).extend_from_slice(&buf[..n]);
-                }
-            })
-        });
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
-            let _ = io::copy(&mut reader, &mut io::sink());
-        });
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            what,
-            stderr,
-            stderr_thread,
-            status: None,
-        };
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(line)) if !line.is_empty() => line,
-            other => {
-                let status = server.wait_exit(Duration::from_secs(1));
+        let addr = match process.wait_listening(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(support::StartError::NotListening(line)) => {
+                panic!("`{what}` printed {line:?}")
+            }
+            Err(other) => {
+                let status = process.wait_exit(Duration::from_secs(1));
                 panic!(
-                    "`{}` did not print `listening on` ({other:?}, status {status:?}); stderr: {}",
-                    server.what,
-                    server.stderr()
+                    "`{what}` did not print `listening on` ({other:?}, status {status:?}); \
+                     stderr: {}",
+                    process.stderr()
                 );
             }
         };
-        server.addr = line
-            .trim_end()
-            .strip_prefix("listening on ")
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("`{}` printed {line:?}", server.what));
-        server
+        Server {
+            process,
+            addr,
+            what,
+        }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// User plus system CPU time of the whole process (all threads).
@@ -320,12 +199,12 @@ impl Server {
     }
 
     fn stderr(&self) -> String {
-        String::from_utf8_lossy(&lock(&self.stderr)).into_owned()
+        self.process.stderr()
     }
 
     fn assert_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            self.status = Some(status);
+        if let Ok(Some(status)) = self.process.child.try_wait() {
+            self.process.status = Some(status);
             thread::sleep(Duration::from_millis(50));
             panic!(
                 "the server `{}` died ({status}); stderr: {}",
@@ -345,62 +224,22 @@ impl Server {
     /// Waits up to `limit` for the server to exit; then its stderr is
     /// complete.
     fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = wait_deadline(&mut self.child, limit);
-        }
-        if self.status.is_some() {
-            if let Some(handle) = self.stderr_thread.take() {
-                let _ = handle.join();
-            }
-        }
-        self.status
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.wait_exit(limit)
     }
 }
 
 fn wait_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(5)),
-            _ => return None,
-        }
-    }
+    support::wait_deadline(child, limit)
 }
 
 fn cpu_time(pid: u32) -> Duration {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|err| panic!("reading /proc/{pid}/stat: {err}"));
-    // Fields after the command name, which is in parentheses: the state is
-    // field 3, utime field 14 and stime field 15.
-    let rest = &stat[stat.rfind(')').expect("comm") + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Duration::from_secs_f64(ticks as f64 / hz)
+    support::cpu_time(pid).unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// A `kB` field of /proc/PID/status, such as VmRSS or VmHWM; 0 if the
 /// process is gone.
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return 0;
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    support::proc_status_kib(pid, field).unwrap_or(0)
 }
 
 /// The native server's exit summary, checked word for word.
@@ -455,9 +294,7 @@ fn parse_summary(stderr: &str) -> Result<Summary, String> {
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let stream = support::connect(addr, Duration::from_secs(3), IO_TIMEOUT)?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
@@ -486,17 +323,11 @@ fn first_difference(got: &[u8], want: &[u8]) -> String {
 /// Writes `data`, reads as much back and compares (small data only: no
 /// concurrent reading).
 fn echo_small(stream: &mut TcpStream, data: &[u8]) -> Result<(), String> {
-    stream
-        .write_all(data)
-        .map_err(|err| format!("write: {err}"))?;
-    let mut got = vec![0; data.len()];
-    stream
-        .read_exact(&mut got)
-        .map_err(|err| format!("read: {err}"))?;
-    if got != data {
-        return Err(format!("wrong echo: {}", first_difference(&got, data)));
-    }
-    Ok(())
+    support::round_trip(stream, data).map_err(|err| match err {
+        EchoError::Write(err) => format!("write: {err}"),
+        EchoError::Read(err) => format!("read: {err}"),
+        EchoError::Wrong(got) => format!("wrong echo: {}", first_difference(&got, data)),
+    })
 }
 
 /// Echoes `data` full duplex (a writer thread, reading here), then half

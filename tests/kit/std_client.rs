@@ -2,6 +2,7 @@
 //! independent of echokit's own client code: TCP over `TcpStream`, UDP over
 //! `UdpSocket`.
 
+use crate::support::{self, EchoError};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -15,10 +16,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Connects with [`IO_TIMEOUT`] on reads and writes.
 pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(stream)
+    support::connect(addr, IO_TIMEOUT, IO_TIMEOUT)
 }
 
 /// Sends `chunks` (one `write_all` each) while a second thread reads the
@@ -70,17 +68,13 @@ pub fn echo(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
 /// Writes `bytes` and reads exactly as many back (the connection stays
 /// open): proves the server is serving this connection right now.
 pub fn round_trip(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
-    stream
-        .write_all(bytes)
-        .map_err(|err| format!("std client: write: {err}"))?;
-    let mut back = vec![0; bytes.len()];
-    stream
-        .read_exact(&mut back)
-        .map_err(|err| format!("std client: reading {} echoed bytes: {err}", bytes.len()))?;
-    if back != bytes {
-        return Err(format!("std client: sent {bytes:?}, got back {back:?}"));
-    }
-    Ok(())
+    support::round_trip(stream, bytes).map_err(|err| match err {
+        EchoError::Write(err) => format!("std client: write: {err}"),
+        EchoError::Read(err) => {
+            format!("std client: reading {} echoed bytes: {err}", bytes.len())
+        }
+        EchoError::Wrong(back) => format!("std client: sent {bytes:?}, got back {back:?}"),
+    })
 }
 
 /// Whether a read error means the peer closed or reset the connection.
