@@ -19,135 +19,81 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(not(target_os = "wasi"))]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[cfg(not(target_os = "wasi"))]
 mod host {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{SocketAddr, TcpStream};
-    use std::path::PathBuf;
-    use std::process::{Child, Command, ExitCode, Stdio};
+    use crate::support::{self, Build, EchoError, ServerProcess, StartError, StderrTo};
+    use std::process::{Command, ExitCode};
     use std::time::{Duration, Instant};
-    use std::{env, fs, thread};
+    use std::{env, thread};
 
     const STARTS: usize = 11;
     const IDLE_CONNECTIONS: usize = 10_000;
     const NATIVE_IDLE_LIMIT_KIB: u64 = 20 * 1024;
     const WASM_STARTUP_LIMIT: Duration = Duration::from_millis(150);
+    /// Connect, read and write timeout of each idle connection.
+    const IO_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long a server may take to print its `listening on` line.
+    const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-    #[derive(Clone, Copy, PartialEq)]
-    enum Build {
-        Native,
-        Wasm,
-    }
-
-    impl Build {
-        fn name(self) -> &'static str {
-            match self {
-                Build::Native => "native",
-                Build::Wasm => "wasm",
-            }
-        }
-
-        fn command(self) -> Result<Command, String> {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            let (program, args): (PathBuf, Vec<String>) = match self {
-                Build::Native => (root.join("target/release/echokit"), vec![]),
-                Build::Wasm => {
-                    let wasm = root.join("target/wasm32-wasip2/release/echokit.wasm");
-                    if !wasm.exists() {
-                        return Err(format!(
-                            "{} is missing: run `just build-wasm`",
-                            wasm.display()
-                        ));
-                    }
-                    let wasmtime = env::var_os("WASMTIME").map_or_else(
-                        || {
-                            PathBuf::from(env::var("HOME").unwrap_or_default())
-                                .join(".cargo/bin/wasmtime")
-                        },
-                        PathBuf::from,
-                    );
-                    let args = ["run", "-S", "inherit-network"].map(String::from).into();
-                    let mut args: Vec<String> = args;
-                    args.push(wasm.display().to_string());
-                    (wasmtime, args)
+    /// `echokit serve` of `build` on a free port, room for 20,000
+    /// connections; its stderr passes through.
+    fn command(build: Build) -> Result<Command, String> {
+        let mut command = match build {
+            Build::Native => Command::new(support::native_bin()),
+            Build::Wasm => {
+                let wasm = support::wasm_artifact();
+                if !wasm.exists() {
+                    return Err(format!(
+                        "{} is missing: run `just build-wasm`",
+                        wasm.display()
+                    ));
                 }
-            };
-            if !program.exists() {
-                return Err(format!(
-                    "{} is missing: run `just setup build`",
-                    program.display()
-                ));
+                let wasmtime = support::find_wasmtime().map_err(|looked_at| {
+                    format!("wasmtime is missing (looked at {looked_at}): run `just setup build`")
+                })?;
+                support::wasm_command(wasmtime, wasm)
             }
-            let mut command = Command::new(program);
-            command
-                .args(args)
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--max-connections",
-                    "20000",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit());
-            Ok(command)
-        }
-    }
-
-    struct Server {
-        child: Child,
-        addr: SocketAddr,
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        };
+        command.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "20000",
+        ]);
+        Ok(command)
     }
 
     /// Starts a server; returns it and how long its `listening on` line took.
-    fn start(build: Build) -> Result<(Server, Duration), String> {
-        let mut command = build.command()?;
+    fn start(build: Build) -> Result<(ServerProcess, Duration), String> {
+        let command = command(build)?;
         let started = Instant::now();
-        let mut child = command
-            .spawn()
+        let mut server = ServerProcess::spawn(command, StderrTo::Inherit)
             .map_err(|err| format!("cannot start: {err}"))?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|err| err.to_string())?;
+        let listening = server.wait_listening(STARTUP_TIMEOUT);
         let took = started.elapsed();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|addr| addr.parse().ok())
-            .ok_or_else(|| format!("unexpected first line {line:?}"))?;
-        Ok((Server { child, addr }, took))
+        match listening {
+            Ok(_) => Ok((server, took)),
+            Err(StartError::Read(err)) => Err(err.to_string()),
+            Err(StartError::NoLine) => Err(format!("unexpected first line {:?}", "")),
+            Err(StartError::NotListening(line)) => {
+                Err(format!("unexpected first line {:?}", format!("{line}\n")))
+            }
+            Err(StartError::Timeout) => {
+                Err(format!("no `listening on` line within {STARTUP_TIMEOUT:?}"))
+            }
+        }
     }
 
     fn rss_kib(pid: u32) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        support::vm_rss_kib(pid).unwrap_or(0)
     }
 
     fn raise_open_files_limit() {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: plain system calls on a local struct.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-                limit.rlim_cur = limit.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            }
-        }
+        let _ = support::raise_open_files_to_hard();
     }
 
     struct Figures {
@@ -165,20 +111,17 @@ mod host {
         startups.sort();
         let (server, _) = start(build)?;
         thread::sleep(Duration::from_millis(300));
-        let pid = server.child.id();
+        let pid = server.pid();
         let baseline_kib = rss_kib(pid);
         let mut connections = Vec::with_capacity(IDLE_CONNECTIONS);
         for index in 0..IDLE_CONNECTIONS {
-            let mut stream = TcpStream::connect(server.addr)
+            let mut stream = support::connect(server.addr, IO_TIMEOUT, IO_TIMEOUT)
                 .map_err(|err| format!("connection {index}: {err}"))?;
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .map_err(|e| e.to_string())?;
-            stream.write_all(b"x").map_err(|err| err.to_string())?;
-            let mut byte = [0];
-            stream
-                .read_exact(&mut byte)
-                .map_err(|err| format!("connection {index}: no echo: {err}"))?;
+            support::round_trip(&mut stream, b"x").map_err(|err| match err {
+                EchoError::Write(err) => err.to_string(),
+                EchoError::Read(err) => format!("connection {index}: no echo: {err}"),
+                EchoError::Wrong(got) => format!("connection {index}: echoed {got:?}"),
+            })?;
             connections.push(stream);
         }
         thread::sleep(Duration::from_millis(500));

@@ -25,18 +25,19 @@
 //! misses. Run without `--bench` (as `cargo test --benches` does), it only
 //! checks that its tables are consistent.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use serde_json::{json, Value};
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{Command, ExitCode, Stdio};
+use std::thread;
+use std::time::{Duration, SystemTime};
+use support::{ServerProcess, StartError, StderrTo};
 
 /// Rounds per row unless `ECHOKIT_BENCH_ROUNDS` says otherwise.
 const DEFAULT_ROUNDS: usize = 3;
@@ -365,20 +366,13 @@ struct Tools {
 
 impl Tools {
     fn locate() -> Tools {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let target = match env::var_os("CARGO_TARGET_DIR") {
-            Some(dir) => root.join(dir),
-            None => root.join("target"),
-        };
+        let target = support::target_dir();
         Tools {
             echokit: target.join("release").join("echokit"),
             tokio_echo: target.join("release").join("examples").join("tokio_echo"),
-            wasm: target
-                .join("wasm32-wasip2")
-                .join("release")
-                .join("echokit.wasm"),
+            wasm: support::wasm_artifact(),
             wasmtime: find_wasmtime(),
-            root,
+            root: support::root(),
             target,
         }
     }
@@ -482,14 +476,10 @@ impl Tools {
     }
 }
 
-/// `wasmtime` on PATH, else where `cargo install` puts it.
+/// The first wasmtime that runs (`$WASMTIME`, `PATH`, ~/.cargo/bin), else
+/// where `cargo install` puts it, to be reported missing.
 fn find_wasmtime() -> PathBuf {
-    let on_path = env::var_os("PATH").and_then(|path| {
-        env::split_paths(&path)
-            .map(|dir| dir.join("wasmtime"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path.unwrap_or_else(|| {
+    support::find_wasmtime().unwrap_or_else(|_| {
         let home = env::var_os("HOME").unwrap_or_default();
         Path::new(&home).join(".cargo").join("bin").join("wasmtime")
     })
@@ -510,115 +500,66 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
 /// A server process, killed when dropped.
 struct Server {
     kind: Kind,
-    child: Option<Child>,
+    process: ServerProcess,
     addr: SocketAddr,
-    stderr: Arc<Mutex<Vec<String>>>,
-    stderr_reader: Option<JoinHandle<()>>,
 }
 
 impl Server {
     /// Starts `kind` on a free port and waits for its listening line.
     fn start(tools: &Tools, kind: Kind, row: &Row) -> Result<Server, String> {
-        let mut command = tools.server_command(kind, row);
+        let command = tools.server_command(kind, row);
         let described = tools.describe(&command);
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|err| format!("cannot start `{described}`: {err}"))?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-
         // The server's stderr goes on ours, tagged, and into the results.
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let kept = Arc::clone(&lines);
-        let stderr_reader = thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("    [{} server] {line}", kind.name());
-                kept.lock().unwrap().push(line);
-            }
-        });
-
-        // The first stdout line is the address; the rest is drained so
-        // the server never blocks on a full pipe.
-        let (first_line, address) = mpsc::channel();
-        thread::spawn(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = first_line.send(stdout.read_line(&mut line).map(|_| line));
-            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        });
+        let stderr_to = StderrTo::EchoAndKeep(format!("    [{} server] ", kind.name()));
+        let process = ServerProcess::spawn(command, stderr_to)
+            .map_err(|err| format!("cannot start `{described}`: {err}"))?;
         let mut server = Server {
             kind,
-            child: Some(child),
+            process,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            stderr: lines,
-            stderr_reader: Some(stderr_reader),
         };
-        let line = match address.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(err)) => return Err(format!("`{described}`: cannot read its stdout: {err}")),
-            Err(_) => {
+        let line = match server.process.wait_listening(STARTUP_TIMEOUT) {
+            Ok(addr) => {
+                server.addr = addr;
+                return Ok(server);
+            }
+            Err(StartError::Read(err)) => {
+                return Err(format!("`{described}`: cannot read its stdout: {err}"))
+            }
+            Err(StartError::Timeout) => {
                 return Err(format!(
                     "`{described}` printed no listening line within {STARTUP_TIMEOUT:?}"
                 ))
             }
+            Err(StartError::NoLine) => String::new(),
+            Err(StartError::NotListening(line)) => line,
         };
-        let parsed = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|addr| addr.parse().ok());
-        match parsed {
-            Some(addr) => server.addr = addr,
-            None => {
-                let status = server.stop().0;
-                return Err(format!(
-                    "`{described}` printed {:?} instead of \"listening on IP:PORT\"{}",
-                    line.trim_end(),
-                    status
-                        .map(|s| format!(" and exited ({s})"))
-                        .unwrap_or_default()
-                ));
-            }
-        }
-        Ok(server)
+        let status = server.stop().0;
+        Err(format!(
+            "`{described}` printed {:?} instead of \"listening on IP:PORT\"{}",
+            line.trim_end(),
+            status
+                .map(|s| format!(" and exited ({s})"))
+                .unwrap_or_default()
+        ))
     }
 
     /// Why the server is no longer running, if it is not.
     fn exited(&mut self) -> Option<String> {
-        let child = self.child.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => Some(format!(
-                "{} server exited during the run ({status})",
-                self.kind.name()
-            )),
-            _ => None,
-        }
+        let status = self.process.exited()?;
+        Some(format!(
+            "{} server exited during the run ({status})",
+            self.kind.name()
+        ))
     }
 
     /// Kills the server; returns how it had exited on its own, if it had,
     /// and the lines it wrote on stderr.
     fn stop(&mut self) -> (Option<String>, Vec<String>) {
-        let mut status = None;
-        if let Some(mut child) = self.child.take() {
-            if let Ok(Some(exit)) = child.try_wait() {
-                status = Some(exit.to_string());
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(reader) = self.stderr_reader.take() {
-            let _ = reader.join();
-        }
-        let lines = std::mem::take(&mut *self.stderr.lock().unwrap());
+        let status = self.process.exited().map(|exit| exit.to_string());
+        self.process.kill();
+        let lines = self.process.stderr().lines().map(str::to_owned).collect();
         (status, lines)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -638,27 +579,13 @@ fn load(tools: &Tools, addr: SocketAddr, row: &Row, secs: f64) -> Result<Value, 
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| format!("cannot start echokit bench: {err}"))?;
-    let read_all = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = read_all(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + Duration::from_secs_f64(secs) + RUN_GRACE;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
+    let stdout = support::read_all(child.stdout.take());
+    let stderr = support::read_all(child.stderr.take());
+    let status = support::wait_deadline(&mut child, Duration::from_secs_f64(secs) + RUN_GRACE);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     let stderr = stderr.trim();

@@ -34,16 +34,19 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(not(target_os = "wasi"))]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[cfg(not(target_os = "wasi"))]
 mod soak {
+    use crate::support::{self, Build, ServerProcess, StartError, StderrTo};
     use serde_json::Value;
     use std::env;
-    use std::fs;
-    use std::io::{BufRead, BufReader, Read};
     use std::net::SocketAddr;
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+    use std::path::PathBuf;
+    use std::process::{Command, ExitCode, Stdio};
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{mpsc, Arc, Mutex};
+    use std::sync::{Arc, Mutex};
     use std::thread;
     use std::time::{Duration, Instant};
 
@@ -53,21 +56,6 @@ mod soak {
     const MAX_GROWTH: f64 = 0.10;
     /// How long past its duration the load client may run.
     const GRACE: Duration = Duration::from_secs(30);
-
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Build {
-        Native,
-        Wasm,
-    }
-
-    impl Build {
-        fn name(self) -> &'static str {
-            match self {
-                Build::Native => "native",
-                Build::Wasm => "wasm",
-            }
-        }
-    }
 
     /// One build's figures.
     struct Outcome {
@@ -164,7 +152,7 @@ mod soak {
             rss_end: None,
             failure: None,
         };
-        let mut server = match Server::start(build) {
+        let mut server = match start_server(build) {
             Ok(server) => server,
             Err(err) => {
                 outcome.failure = Some(err);
@@ -184,7 +172,7 @@ mod soak {
                 while !stop.load(Ordering::Relaxed) && start.elapsed() < limit {
                     let now = start.elapsed();
                     if now >= next {
-                        if let Some(rss) = vm_rss_kib(pid) {
+                        if let Some(rss) = support::vm_rss_kib(pid) {
                             samples.lock().unwrap().push((now, rss));
                         }
                         next += Duration::from_secs(1);
@@ -252,7 +240,7 @@ mod soak {
 
     /// Runs the native `echokit bench --json` against `addr`; its report.
     fn load(addr: SocketAddr, duration: Duration) -> Result<Value, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_echokit"))
+        let mut child = Command::new(support::native_bin())
             .arg("bench")
             .args(["--connect", &addr.to_string()])
             .args(["--mode", "pingpong"])
@@ -265,9 +253,9 @@ mod soak {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|err| format!("cannot start echokit bench: {err}"))?;
-        let stdout = read_all(child.stdout.take());
-        let stderr = read_all(child.stderr.take());
-        let status = wait_deadline(&mut child, duration + GRACE);
+        let stdout = support::read_all(child.stdout.take());
+        let stderr = support::read_all(child.stderr.take());
+        let status = support::wait_deadline(&mut child, duration + GRACE);
         if status.is_none() {
             let _ = child.kill();
             let _ = child.wait();
@@ -296,152 +284,54 @@ mod soak {
             .map_err(|err| format!("echokit bench printed no JSON report ({err}): {last:?}"))
     }
 
-    fn read_all(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
-        thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    }
-
-    fn wait_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + limit;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(10)),
-                _ => return None,
-            }
-        }
-    }
-
-    fn vm_rss_kib(pid: u32) -> Option<u64> {
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-    }
-
     /// A server on 127.0.0.1 and a free port; killed on drop.
-    struct Server {
-        child: Child,
-        addr: SocketAddr,
-        stderr: Arc<Mutex<String>>,
-    }
-
-    impl Server {
-        fn start(build: Build) -> Result<Server, String> {
-            let mut command = match build {
-                Build::Native => Command::new(env!("CARGO_BIN_EXE_echokit")),
-                Build::Wasm => {
-                    let (wasmtime, wasm) = wasm_tools()?;
-                    let mut command = Command::new(wasmtime);
-                    command.args(["run", "-S", "inherit-network"]).arg(wasm);
-                    command
-                }
-            };
-            let mut child = command
-                .args(["serve", "--listen", "127.0.0.1:0"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|err| format!("cannot start the {} server: {err}", build.name()))?;
-            let stderr = Arc::new(Mutex::new(String::new()));
-            if let Some(pipe) = child.stderr.take() {
-                let kept = Arc::clone(&stderr);
-                thread::spawn(move || {
-                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                        eprintln!("    [server] {line}");
-                        let mut kept = kept.lock().unwrap();
-                        kept.push_str(&line);
-                        kept.push('\n');
-                    }
-                });
+    fn start_server(build: Build) -> Result<ServerProcess, String> {
+        let mut command = match build {
+            Build::Native => Command::new(support::native_bin()),
+            Build::Wasm => {
+                let (wasmtime, wasm) = wasm_tools()?;
+                support::wasm_command(wasmtime, wasm)
             }
-            let (tx, rx) = mpsc::channel();
-            let stdout = child.stdout.take().expect("piped stdout");
-            thread::spawn(move || {
-                let mut stdout = BufReader::new(stdout);
-                let mut line = String::new();
-                let _ = tx.send(stdout.read_line(&mut line).map(|_| line));
-                let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-            });
-            let mut server = Server {
-                child,
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                stderr,
-            };
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .map_err(|_| format!("the {} server printed no listening line", build.name()))?
-                .map_err(|err| format!("reading the {} server's stdout: {err}", build.name()))?;
-            server.addr = line
-                .trim()
-                .strip_prefix("listening on ")
-                .and_then(|addr| addr.parse().ok())
-                .ok_or_else(|| {
-                    format!(
-                        "the {} server printed {:?}, not `listening on IP:PORT`; stderr: {}",
-                        build.name(),
-                        line.trim_end(),
-                        server.stderr()
-                    )
-                })?;
-            Ok(server)
-        }
-
-        fn pid(&self) -> u32 {
-            self.child.id()
-        }
-
-        fn exited(&mut self) -> Option<ExitStatus> {
-            self.child.try_wait().ok().flatten()
-        }
-
-        fn stderr(&self) -> String {
-            self.stderr.lock().unwrap().clone()
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        };
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        let mut server =
+            ServerProcess::spawn(command, StderrTo::EchoAndKeep("    [server] ".to_owned()))
+                .map_err(|err| format!("cannot start the {} server: {err}", build.name()))?;
+        let not_listening = |line: &str, server: &ServerProcess| {
+            format!(
+                "the {} server printed {:?}, not `listening on IP:PORT`; stderr: {}",
+                build.name(),
+                line.trim_end(),
+                server.stderr()
+            )
+        };
+        match server.wait_listening(Duration::from_secs(60)) {
+            Ok(_) => Ok(server),
+            Err(StartError::Timeout) => Err(format!(
+                "the {} server printed no listening line",
+                build.name()
+            )),
+            Err(StartError::Read(err)) => Err(format!(
+                "reading the {} server's stdout: {err}",
+                build.name()
+            )),
+            Err(StartError::NoLine) => Err(not_listening("", &server)),
+            Err(StartError::NotListening(line)) => Err(not_listening(&line, &server)),
         }
     }
 
     /// wasmtime and echokit.wasm, or what to run to get them.
     fn wasm_tools() -> Result<(PathBuf, PathBuf), String> {
-        let wasm = match env::var_os("ECHOKIT_WASM") {
-            Some(path) => PathBuf::from(path),
-            None => Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/wasm32-wasip2/release/echokit.wasm"),
-        };
+        let wasm = support::wasm_artifact();
         if !wasm.is_file() {
             return Err(format!(
                 "{} is missing: run `just setup` and `just build-wasm` (or set ECHOKIT_WASM)",
                 wasm.display()
             ));
         }
-        let mut candidates: Vec<PathBuf> = Vec::new();
-        if let Some(path) = env::var_os("WASMTIME") {
-            candidates.push(PathBuf::from(path));
-        } else {
-            if let Some(paths) = env::var_os("PATH") {
-                candidates.extend(env::split_paths(&paths).map(|dir| dir.join("wasmtime")));
-            }
-            if let Some(home) = env::var_os("HOME") {
-                candidates.push(Path::new(&home).join(".cargo/bin/wasmtime"));
-            }
-        }
-        let wasmtime = candidates
-            .into_iter()
-            .find(|path| path.is_file())
-            .ok_or("wasmtime not found (WASMTIME, PATH, ~/.cargo/bin): run `just setup`")?;
+        let wasmtime = support::find_wasmtime().map_err(|_| {
+            "wasmtime not found (WASMTIME, PATH, ~/.cargo/bin): run `just setup`".to_owned()
+        })?;
         Ok((wasmtime, wasm))
     }
 }

@@ -403,7 +403,7 @@ impl ServerProcess {
     pub fn kill(&mut self) {
         if self.status.is_none() {
             let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.status = self.child.wait().ok();
         }
         self.join_stderr();
     }
