@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, SystemTime};
-use support::{ServerProcess, StartError, StderrTo};
+use support::{Finished, ServerProcess, StartError, StderrTo};
 
 /// Rounds per row unless `ECHOKIT_BENCH_ROUNDS` says otherwise.
 const DEFAULT_ROUNDS: usize = 3;
@@ -565,7 +565,7 @@ impl Server {
 
 /// Runs `echokit bench --json` against `addr`; returns its report.
 fn load(tools: &Tools, addr: SocketAddr, row: &Row, secs: f64) -> Result<Value, String> {
-    let mut child = Command::new(&tools.echokit)
+    let child = Command::new(&tools.echokit)
         .arg("bench")
         .args(["--connect", &addr.to_string()])
         .args(["--connections", &row.connections.to_string()])
@@ -579,15 +579,11 @@ fn load(tools: &Tools, addr: SocketAddr, row: &Row, secs: f64) -> Result<Value, 
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| format!("cannot start echokit bench: {err}"))?;
-    let stdout = support::read_all(child.stdout.take());
-    let stderr = support::read_all(child.stderr.take());
-    let status = support::wait_deadline(&mut child, Duration::from_secs_f64(secs) + RUN_GRACE);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
+    let Finished {
+        status,
+        stdout,
+        stderr,
+    } = support::finish_within(child, Duration::from_secs_f64(secs) + RUN_GRACE);
     let stderr = stderr.trim();
     let Some(status) = status else {
         return Err(format!(
@@ -597,13 +593,7 @@ fn load(tools: &Tools, addr: SocketAddr, row: &Row, secs: f64) -> Result<Value, 
     if !status.success() {
         return Err(format!("echokit bench failed ({status}): {stderr}"));
     }
-    let last = stdout
-        .lines()
-        .rev()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("");
-    serde_json::from_str(last)
-        .map_err(|err| format!("echokit bench printed no JSON report ({err}): {last:?}"))
+    support::bench_report(&stdout)
 }
 
 /// The figures a run is judged by.

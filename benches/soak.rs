@@ -39,7 +39,7 @@ mod support;
 
 #[cfg(not(target_os = "wasi"))]
 mod soak {
-    use crate::support::{self, Build, ServerProcess, StartError, StderrTo};
+    use crate::support::{self, Build, Finished, ServerProcess, StartError, StderrTo};
     use serde_json::Value;
     use std::env;
     use std::net::SocketAddr;
@@ -240,7 +240,7 @@ mod soak {
 
     /// Runs the native `echokit bench --json` against `addr`; its report.
     fn load(addr: SocketAddr, duration: Duration) -> Result<Value, String> {
-        let mut child = Command::new(support::native_bin())
+        let child = Command::new(support::native_bin())
             .arg("bench")
             .args(["--connect", &addr.to_string()])
             .args(["--mode", "pingpong"])
@@ -253,15 +253,11 @@ mod soak {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|err| format!("cannot start echokit bench: {err}"))?;
-        let stdout = support::read_all(child.stdout.take());
-        let stderr = support::read_all(child.stderr.take());
-        let status = support::wait_deadline(&mut child, duration + GRACE);
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let stdout = stdout.join().unwrap_or_default();
-        let stderr = stderr.join().unwrap_or_default();
+        let Finished {
+            status,
+            stdout,
+            stderr,
+        } = support::finish_within(child, duration + GRACE);
         let stderr = stderr.trim();
         let Some(status) = status else {
             return Err(format!(
@@ -275,13 +271,7 @@ mod soak {
                 stdout.trim()
             ));
         }
-        let last = stdout
-            .lines()
-            .rev()
-            .find(|line| !line.trim().is_empty())
-            .unwrap_or("");
-        serde_json::from_str(last)
-            .map_err(|err| format!("echokit bench printed no JSON report ({err}): {last:?}"))
+        support::bench_report(&stdout)
     }
 
     /// A server on 127.0.0.1 and a free port; killed on drop.

@@ -255,6 +255,41 @@ pub fn read_all(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> 
     })
 }
 
+/// A child's exit status (`None`: killed at its deadline) and output.
+pub struct Finished {
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Waits up to `limit` for a started `child` with piped stdout and stderr,
+/// killing it then; collects its output.
+pub fn finish_within(mut child: Child, limit: Duration) -> Finished {
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let status = wait_deadline(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Finished {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// The report `echokit bench --json` printed: its last non-empty line.
+pub fn bench_report(stdout: &str) -> Result<serde_json::Value, String> {
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(last)
+        .map_err(|err| format!("echokit bench printed no JSON report ({err}): {last:?}"))
+}
+
 /// What happens to a server's stderr.
 pub enum StderrTo {
     /// Passed through to ours.
