@@ -207,3 +207,34 @@ pub fn try_write<N: Network>(net: &mut N, id: SocketId, buf: &[u8]) -> io::Resul
         result => result,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explained(kind: io::ErrorKind, port: u16) -> String {
+        explain(kind.into(), SocketAddr::from(([127, 0, 0, 1], port))).to_string()
+    }
+
+    #[test]
+    fn privileged_ports_are_named_only_below_1024() {
+        let denied = io::ErrorKind::PermissionDenied;
+        assert!(explained(denied, 80).contains("ports below 1024 are privileged"));
+        assert!(
+            !explained(denied, 0).contains("privileged"),
+            "port 0 picks a free port"
+        );
+        assert!(!explained(denied, 8080).contains("privileged"));
+    }
+
+    #[test]
+    fn common_errors_say_what_to_do() {
+        assert_eq!(
+            explained(io::ErrorKind::ConnectionRefused, 7),
+            "connection refused; is an echo server listening there?"
+        );
+        assert!(explained(io::ErrorKind::AddrInUse, 7878)
+            .starts_with("address in use; is another server"));
+        assert_eq!(explained(io::ErrorKind::TimedOut, 7), "timed out");
+    }
+}
