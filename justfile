@@ -47,8 +47,8 @@ lint:
     cargo clippy --all-targets --target wasm32-wasip2 -- -D warnings
 
 # Lint, both builds, every test (unit, property, fault, conformance), 15 s of fuzzing.
-test: lint build build-wasm
-    cargo test --release
+test: lint build-wasm
+    cargo test --profile ci
     just fuzz 15
 
 # Medians of ECHOKIT_BENCH_ROUNDS=3 rounds of ECHOKIT_BENCH_SECS=2 s each.
