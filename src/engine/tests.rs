@@ -207,22 +207,32 @@ fn a_vanished_peer_does_not_disturb_others() {
     assert_eq!(server.open_connections(), 0);
 }
 
-#[test]
-fn client_reports_the_first_wrong_byte() {
+/// Runs the client against a fake peer that answers `reply` and then ends
+/// the connection with `end` (a half-close or a close); returns the verdict.
+fn against_fake_peer(
+    input: &[u8],
+    reply: &[u8],
+    end: impl FnOnce(&mut LoopbackNetwork, SocketId),
+) -> Result<u64, EchoMismatch> {
     let world = Loopback::default();
-    let mut liar = world.host();
-    let listener = liar.listen(ANY_PORT, 8).unwrap();
-    let addr = liar.local_addr(listener).unwrap();
+    let mut peer = world.host();
+    let listener = peer.listen(ANY_PORT, 8).unwrap();
+    let addr = peer.local_addr(listener).unwrap();
     let mut client = world.host();
-    let input = b"hello world".to_vec();
-    let mut exchange = Exchange::connect(&mut client, addr, &input).unwrap();
+    let mut exchange = Exchange::connect(&mut client, addr, input).unwrap();
     let mut out = Vec::new();
     assert!(!exchange.drive(&mut client, &mut out).unwrap());
-    let (conn, _) = liar.accept(listener).unwrap();
-    liar.write(conn, b"hello_w").unwrap();
-    liar.shutdown_write(conn).unwrap();
+    let (conn, _) = peer.accept(listener).unwrap();
+    peer.write(conn, reply).unwrap();
+    end(&mut peer, conn);
     assert!(exchange.drive(&mut client, &mut out).unwrap());
-    let mismatch = exchange.verdict().unwrap_err();
+    exchange.verdict()
+}
+
+#[test]
+fn client_reports_the_first_wrong_byte() {
+    let end = |peer: &mut LoopbackNetwork, conn| peer.shutdown_write(conn).unwrap();
+    let mismatch = against_fake_peer(b"hello world", b"hello_w", end).unwrap_err();
     assert_eq!(
         mismatch,
         EchoMismatch {
@@ -239,20 +249,9 @@ fn client_reports_the_first_wrong_byte() {
 
 #[test]
 fn client_reports_a_short_echo_at_its_end() {
-    let world = Loopback::default();
-    let mut short = world.host();
-    let listener = short.listen(ANY_PORT, 8).unwrap();
-    let addr = short.local_addr(listener).unwrap();
-    let mut client = world.host();
-    let input = b"abcdef".to_vec();
-    let mut exchange = Exchange::connect(&mut client, addr, &input).unwrap();
-    let mut out = Vec::new();
-    exchange.drive(&mut client, &mut out).unwrap();
-    let (conn, _) = short.accept(listener).unwrap();
-    short.write(conn, b"abcde").unwrap();
-    short.close(conn);
-    assert!(exchange.drive(&mut client, &mut out).unwrap());
-    assert_eq!(exchange.verdict().unwrap_err().first_difference, 5);
+    let end = |peer: &mut LoopbackNetwork, conn| peer.close(conn);
+    let mismatch = against_fake_peer(b"abcdef", b"abcde", end).unwrap_err();
+    assert_eq!(mismatch.first_difference, 5);
 }
 
 #[test]
