@@ -34,10 +34,10 @@ use std::fmt::Write as _;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::thread;
 use std::time::{Duration, SystemTime};
-use support::{Finished, ServerProcess, StartError, StderrTo};
+use support::{ServerProcess, StartError, StderrTo};
 
 /// Rounds per row unless `ECHOKIT_BENCH_ROUNDS` says otherwise.
 const DEFAULT_ROUNDS: usize = 3;
@@ -565,35 +565,12 @@ impl Server {
 
 /// Runs `echokit bench --json` against `addr`; returns its report.
 fn load(tools: &Tools, addr: SocketAddr, row: &Row, secs: f64) -> Result<Value, String> {
-    let child = Command::new(&tools.echokit)
-        .arg("bench")
-        .args(["--connect", &addr.to_string()])
-        .args(["--connections", &row.connections.to_string()])
-        .args(["--size", &row.size.to_string()])
-        .args(["--duration", &secs.to_string()])
-        .args(["--mode", row.mode.name()])
-        .args(row.udp.then_some("--udp"))
-        .arg("--json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| format!("cannot start echokit bench: {err}"))?;
-    let Finished {
-        status,
-        stdout,
-        stderr,
-    } = support::finish_within(child, Duration::from_secs_f64(secs) + RUN_GRACE);
-    let stderr = stderr.trim();
-    let Some(status) = status else {
-        return Err(format!(
-            "echokit bench ran {RUN_GRACE:?} past its duration and was killed"
-        ));
-    };
-    if !status.success() {
-        return Err(format!("echokit bench failed ({status}): {stderr}"));
-    }
-    support::bench_report(&stdout)
+    let (connections, size) = (row.connections.to_string(), row.size.to_string());
+    let mut args = vec!["--connections", &connections, "--size", &size];
+    args.extend(["--mode", row.mode.name()]);
+    args.extend(row.udp.then_some("--udp"));
+    let duration = Duration::from_secs_f64(secs);
+    support::run_bench(&tools.echokit, addr, &args, duration, RUN_GRACE)
 }
 
 /// The figures a run is judged by.

@@ -39,12 +39,12 @@ mod support;
 
 #[cfg(not(target_os = "wasi"))]
 mod soak {
-    use crate::support::{self, Build, Finished, ServerProcess, StartError, StderrTo};
+    use crate::support::{self, Build, ServerProcess, StartError, StderrTo};
     use serde_json::Value;
     use std::env;
     use std::net::SocketAddr;
     use std::path::PathBuf;
-    use std::process::{Command, ExitCode, Stdio};
+    use std::process::{Command, ExitCode};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::thread;
@@ -240,38 +240,16 @@ mod soak {
 
     /// Runs the native `echokit bench --json` against `addr`; its report.
     fn load(addr: SocketAddr, duration: Duration) -> Result<Value, String> {
-        let child = Command::new(support::native_bin())
-            .arg("bench")
-            .args(["--connect", &addr.to_string()])
-            .args(["--mode", "pingpong"])
-            .args(["--connections", &CONNECTIONS.to_string()])
-            .args(["--size", &SIZE.to_string()])
-            .args(["--duration", &duration.as_secs_f64().to_string()])
-            .arg("--json")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|err| format!("cannot start echokit bench: {err}"))?;
-        let Finished {
-            status,
-            stdout,
-            stderr,
-        } = support::finish_within(child, duration + GRACE);
-        let stderr = stderr.trim();
-        let Some(status) = status else {
-            return Err(format!(
-                "echokit bench ran {GRACE:?} past its duration and was killed"
-            ));
-        };
-        if !status.success() {
-            return Err(format!(
-                "echokit bench failed ({status}): an error or a wrong byte; stderr: {stderr}; \
-                 stdout: {}",
-                stdout.trim()
-            ));
-        }
-        support::bench_report(&stdout)
+        let (connections, size) = (CONNECTIONS.to_string(), SIZE.to_string());
+        let args = [
+            "--mode",
+            "pingpong",
+            "--connections",
+            &connections,
+            "--size",
+            &size,
+        ];
+        support::run_bench(support::native_bin().as_ref(), addr, &args, duration, GRACE)
     }
 
     /// A server on 127.0.0.1 and a free port; killed on drop.

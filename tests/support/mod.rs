@@ -279,6 +279,48 @@ pub fn finish_within(mut child: Child, limit: Duration) -> Finished {
     }
 }
 
+/// Runs `echokit bench --connect ADDR ARGS --duration SECS --json` with the
+/// `echokit` binary, killing it `grace` past its duration; returns its
+/// report, or why there is none (a failed run means an error or a wrong
+/// byte).
+pub fn run_bench(
+    echokit: &Path,
+    addr: SocketAddr,
+    args: &[&str],
+    duration: Duration,
+    grace: Duration,
+) -> Result<serde_json::Value, String> {
+    let child = Command::new(echokit)
+        .arg("bench")
+        .args(["--connect", &addr.to_string()])
+        .args(args)
+        .args(["--duration", &duration.as_secs_f64().to_string()])
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot start echokit bench: {err}"))?;
+    let Finished {
+        status,
+        stdout,
+        stderr,
+    } = finish_within(child, duration + grace);
+    let Some(status) = status else {
+        return Err(format!(
+            "echokit bench ran {grace:?} past its duration and was killed"
+        ));
+    };
+    if !status.success() {
+        return Err(format!(
+            "echokit bench failed ({status}): an error or a wrong byte; stderr: {}; stdout: {}",
+            stderr.trim(),
+            stdout.trim()
+        ));
+    }
+    bench_report(&stdout)
+}
+
 /// The report `echokit bench --json` printed: its last non-empty line.
 pub fn bench_report(stdout: &str) -> Result<serde_json::Value, String> {
     let last = stdout
