@@ -2,7 +2,7 @@
 
 use super::pattern;
 use super::{Mode, Plan};
-use crate::net::{try_read, try_write, would_block, Interest, Network, SocketId};
+use crate::net::{explain, try_read, try_write, would_block, Interest, Network, SocketId};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -75,7 +75,9 @@ impl Flow {
                 SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
                 SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
             })?,
-            false => net.connect(plan.addr)?,
+            false => net
+                .connect(plan.addr)
+                .map_err(|err| explain(err, plan.addr))?,
         };
         let len = match plan.mode {
             Mode::Stream => plan.size.min(STREAM_CHUNK),

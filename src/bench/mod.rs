@@ -4,11 +4,12 @@
 mod flow;
 mod pattern;
 
-use crate::net::{Network, SocketId};
+use crate::net::{explain, Network, SocketId};
 use flow::{Corruption, Flow};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::fmt;
+use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -204,6 +205,10 @@ pub fn run<N: Network>(
             let outcome = match flow.drive(net, plan, now, &mut incoming, &mut expected) {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(corruption)) => return Err(BenchMismatch(corruption).into()),
+                // Nobody listens: not a failure of one connection.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                    return Err(explain(err, plan.addr).into());
+                }
                 Err(_) => {
                     counts.errors += 1;
                     flow::Outcome {

@@ -50,7 +50,7 @@ pub struct Exchange<'a> {
 }
 
 impl<'a> Exchange<'a> {
-    /// Connects to `addr`, ready to send `input`.
+    /// Starts connecting to `addr`, ready to send `input`.
     pub fn connect<N: Network>(net: &mut N, addr: SocketAddr, input: &'a [u8]) -> io::Result<Self> {
         let id = net.connect(addr).map_err(|err| explain(err, addr))?;
         Ok(Exchange {
@@ -179,6 +179,9 @@ pub fn send<N: Network>(
         match exchange.drive(net, out) {
             Ok(true) => break,
             Ok(false) => {}
+            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                return Err(explain(err, addr).into());
+            }
             Err(err) => {
                 let cause = match err.kind() {
                     io::ErrorKind::NotConnected

@@ -1,7 +1,7 @@
 //! The socket abstraction the engine is written against.
 //!
 //! [`Network`] is deliberately small and readiness-based: every operation is
-//! non-blocking (apart from [`Network::connect`]) and reports
+//! non-blocking and reports
 //! [`io::ErrorKind::WouldBlock`] when it cannot make progress, and
 //! [`Network::wait`] sleeps until some socket may be ready. Readiness is only
 //! a hint: callers retry operations after any wake-up and must tolerate
@@ -87,7 +87,15 @@ pub trait Network {
         Err(single_event_loop())
     }
 
-    /// Connects to `addr`, blocking until the connection is established.
+    /// Starts connecting to `addr` without waiting for the peer.
+    ///
+    /// Until the connection is up, reads, writes and [`shutdown_write`]
+    /// report `WouldBlock`; the socket reports ready (for either interest)
+    /// once it is up or has failed. A failure such as
+    /// [`io::ErrorKind::ConnectionRefused`] comes either from this call or
+    /// from the socket's next operation.
+    ///
+    /// [`shutdown_write`]: Network::shutdown_write
     fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId>;
 
     /// Accepts one pending connection, returning it and its peer address.

@@ -33,6 +33,8 @@ struct Entry {
     /// The peer closed its side or the socket failed: reads always go
     /// through, so that the end of the stream is seen.
     read_closed: bool,
+    /// A connection this side started has not been seen established yet.
+    connecting: bool,
 }
 
 enum Socket {
@@ -68,6 +70,7 @@ impl NativeNetwork {
             interest: Interest::NONE,
             drained: false,
             read_closed: false,
+            connecting: false,
         }))
     }
 
@@ -125,10 +128,13 @@ impl Network for NativeNetwork {
     }
 
     fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
-        let stream = std::net::TcpStream::connect(addr)?;
+        // Non-blocking: while the handshake runs, reads and writes report
+        // "would block" and a failure comes from the next of them.
+        let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
-        Ok(self.insert(Socket::Stream(TcpStream::from_std(stream))))
+        let id = self.insert(Socket::Stream(stream));
+        self.sockets[id.0].connecting = true;
+        Ok(id)
     }
 
     fn accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)> {
@@ -195,7 +201,26 @@ impl Network for NativeNetwork {
     }
 
     fn shutdown_write(&mut self, id: SocketId) -> io::Result<()> {
-        self.stream(id)?.shutdown(Shutdown::Write)
+        let Some(Entry {
+            socket: Socket::Stream(stream),
+            connecting,
+            ..
+        }) = self.sockets.get_mut(id.0)
+        else {
+            return Err(not_a(id, "stream"));
+        };
+        // Shutting down a socket still connecting would abort the handshake.
+        if *connecting {
+            match stream.peer_addr() {
+                Ok(_) => *connecting = false,
+                Err(err) if err.kind() == io::ErrorKind::NotConnected => {
+                    let failed = stream.take_error()?;
+                    return Err(failed.unwrap_or_else(|| io::ErrorKind::WouldBlock.into()));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        stream.shutdown(Shutdown::Write)
     }
 
     fn close(&mut self, id: SocketId) {

@@ -51,12 +51,9 @@ struct Listener {
     socket: TcpSocket,
 }
 
-/// A connected socket and its two streams.
+/// A TCP connection: its socket and, once connected, its streams.
 struct Stream {
-    readable: Pollable,
-    writable: Pollable,
-    input: InputStream,
-    output: OutputStream,
+    link: Link,
     socket: TcpSocket,
     flushing: bool,
     /// A short read emptied the stream and `poll` has not called it
@@ -68,6 +65,23 @@ struct Stream {
     read_size: ReadSize,
 }
 
+/// Where a connection stands.
+enum Link {
+    /// A connection this side started; the pollable is ready once
+    /// `finish-connect` would not block.
+    Connecting(Pollable),
+    /// Established, with the socket's two streams.
+    Connected(Streams),
+}
+
+/// A connected socket's streams and their pollables.
+struct Streams {
+    readable: Pollable,
+    writable: Pollable,
+    input: InputStream,
+    output: OutputStream,
+}
+
 /// A bound UDP socket and its two datagram streams.
 struct Datagram {
     receivable: Pollable,
@@ -77,17 +91,40 @@ struct Datagram {
     socket: UdpSocket,
 }
 
-impl Stream {
-    fn new(socket: TcpSocket, input: InputStream, output: OutputStream) -> Self {
-        Stream {
+impl Streams {
+    fn new(input: InputStream, output: OutputStream) -> Self {
+        Streams {
             readable: input.subscribe(),
             writable: output.subscribe(),
             input,
             output,
+        }
+    }
+}
+
+impl Stream {
+    fn new(socket: TcpSocket, link: Link) -> Self {
+        Stream {
+            link,
             socket,
             flushing: false,
             drained: false,
             read_size: ReadSize::default(),
+        }
+    }
+
+    /// The streams, finishing the connection first if it is on its way
+    /// (`WouldBlock` while it still is).
+    fn streams(&mut self) -> io::Result<&Streams> {
+        loop {
+            match self.link {
+                Link::Connected(ref streams) => return Ok(streams),
+                Link::Connecting(_) => {
+                    let (input, output) = self.socket.finish_connect().map_err(to_io)?;
+                    // Replacing the link drops the socket's pollable.
+                    self.link = Link::Connected(Streams::new(input, output));
+                }
+            }
         }
     }
 }
@@ -332,8 +369,8 @@ impl Network for WasiNetwork {
         socket
             .start_connect(&self.network, to_wasi_addr(addr))
             .map_err(to_io)?;
-        let (input, output) = finish(|| socket.subscribe(), || socket.finish_connect())?;
-        Ok(self.insert(Socket::Stream(Stream::new(socket, input, output))))
+        let link = Link::Connecting(socket.subscribe());
+        Ok(self.insert(Socket::Stream(Stream::new(socket, link))))
     }
 
     fn accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)> {
@@ -345,7 +382,7 @@ impl Network for WasiNetwork {
             }) => listener.socket.accept().map_err(to_io)?,
             _ => return Err(not_a(listener, "listener")),
         };
-        let stream = Stream::new(socket, input, output);
+        let stream = Stream::new(socket, Link::Connected(Streams::new(input, output)));
         // A connection reset before it was accepted has no peer any more:
         // that concerns this connection only, not the listener.
         let peer = stream.socket.remote_address().map_err(|_| {
@@ -426,7 +463,7 @@ impl Network for WasiNetwork {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let wanted = stream.read_size.get().min(buf.len());
-        match stream.input.read(wanted as u64) {
+        match stream.streams()?.input.read(wanted as u64) {
             Ok(bytes) if bytes.is_empty() && wanted > 0 => {
                 stream.drained = true;
                 Err(io::ErrorKind::WouldBlock.into())
@@ -444,15 +481,15 @@ impl Network for WasiNetwork {
 
     fn write(&mut self, id: SocketId, buf: &[u8]) -> io::Result<usize> {
         self.budget.spend(1);
-        let stream = self.stream(id)?;
-        let permitted = stream.output.check_write().map_err(stream_error)?;
+        let output = &self.stream(id)?.streams()?.output;
+        let permitted = output.check_write().map_err(stream_error)?;
         let len = buf
             .len()
             .min(usize::try_from(permitted).unwrap_or(usize::MAX));
         if len == 0 && !buf.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        stream.output.write(&buf[..len]).map_err(stream_error)?;
+        output.write(&buf[..len]).map_err(stream_error)?;
         Ok(len)
     }
 
@@ -460,11 +497,17 @@ impl Network for WasiNetwork {
         self.budget.spend(1);
         let stream = self.stream(id)?;
         if !stream.flushing {
-            stream.output.flush().map_err(stream_error)?;
+            stream.streams()?.output.flush().map_err(stream_error)?;
             stream.flushing = true;
         }
         // The stream accepts no writes until the flush has completed.
-        if stream.output.check_write().map_err(stream_error)? == 0 {
+        if stream
+            .streams()?
+            .output
+            .check_write()
+            .map_err(stream_error)?
+            == 0
+        {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         stream.socket.shutdown(ShutdownType::Send).map_err(to_io)
@@ -487,15 +530,25 @@ impl Network for WasiNetwork {
         for (key, entry) in &self.sockets {
             let Interest { read, write } = entry.interest;
             let (on_read, on_write) = match &entry.socket {
-                Socket::Listener(listener) => (&listener.acceptable, None),
-                Socket::Stream(stream) => (&stream.readable, Some(&stream.writable)),
-                Socket::Datagram(datagram) => (&datagram.receivable, Some(&datagram.sendable)),
+                Socket::Listener(listener) => (read.then_some(&listener.acceptable), None),
+                Socket::Stream(stream) => match &stream.link {
+                    Link::Connected(streams) => (
+                        read.then_some(&streams.readable),
+                        write.then_some(&streams.writable),
+                    ),
+                    // Established or failed: either way the socket can go on.
+                    Link::Connecting(done) => ((read || write).then_some(done), None),
+                },
+                Socket::Datagram(datagram) => (
+                    read.then_some(&datagram.receivable),
+                    write.then_some(&datagram.sendable),
+                ),
             };
-            if read {
+            if let Some(on_read) = on_read {
                 pollables.push(on_read);
                 owners.push((SocketId(key), true));
             }
-            if let (true, Some(on_write)) = (write, on_write) {
+            if let Some(on_write) = on_write {
                 pollables.push(on_write);
                 owners.push((SocketId(key), false));
             }
