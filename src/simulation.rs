@@ -132,6 +132,7 @@ impl Bytes<'_> {
             spurious_would_block: u16::from(self.byte()) * 2,
             reset: u16::from(self.byte() % 32),
             accept_failure: u16::from(self.byte()),
+            unspliced: u16::from(self.byte()) * 4,
         }
     }
 }
@@ -270,11 +271,11 @@ impl<'a> Simulation<'a> {
                 }
             }
             Event::ServerFaults(rates) => {
-                self.faults_seen |= *rates != FaultRates::default();
+                self.faults_seen |= rates.harmful();
                 self.server.network_mut().set_rates(*rates);
             }
             Event::ClientFaults(rates) => {
-                self.faults_seen |= *rates != FaultRates::default();
+                self.faults_seen |= rates.harmful();
                 self.net.set_rates(*rates);
             }
             Event::Abort { connection } => {

@@ -11,23 +11,30 @@ use proptest::prelude::*;
 use std::time::Duration;
 
 fn rates() -> impl Strategy<Value = FaultRates> {
-    (0..400u16, 0..400u16, 0..30u16, 0..300u16).prop_map(
-        |(short_io, spurious_would_block, reset, accept_failure)| FaultRates {
+    (0..400u16, 0..400u16, 0..30u16, 0..300u16, 0..=1000u16).prop_map(
+        |(short_io, spurious_would_block, reset, accept_failure, unspliced)| FaultRates {
             short_io,
             spurious_would_block,
             reset,
             accept_failure,
+            unspliced,
         },
     )
 }
 
-/// Events without faults or aborts: every echo must come back whole.
+/// Events without faults or aborts: every echo must come back whole. The
+/// server may still be told to splice less often, so that echoes switch
+/// between splicing and reading then writing.
 fn clean_event() -> impl Strategy<Value = Event> {
     prop_oneof![
         3 => (0..20_000usize).prop_map(|len| Event::Open { len }),
         4 => Just(Event::DriveClients),
         4 => Just(Event::ServerTurn),
         1 => (0..50u64).prop_map(|ms| Event::Sleep(Duration::from_millis(ms))),
+        1 => (0..=1000u16).prop_map(|unspliced| Event::ServerFaults(FaultRates {
+            unspliced,
+            ..FaultRates::default()
+        })),
     ]
 }
 

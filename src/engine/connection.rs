@@ -1,7 +1,7 @@
 //! One echo connection: read, send back, and hold back reading while the
 //! peer is slow to take its echo.
 
-use crate::net::{try_read, try_write, would_block, Interest, Network, SocketId};
+use crate::net::{try_read, try_write, would_block, Interest, Network, SocketId, Spliced};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,6 +37,8 @@ pub struct Connection {
     unsent: Vec<u8>,
     sent: usize,
     peer_done: bool,
+    /// The last splice found the socket's output full.
+    output_full: bool,
     interest: Interest,
 }
 
@@ -51,6 +53,7 @@ impl Connection {
             unsent: Vec::new(),
             sent: 0,
             peer_done: false,
+            output_full: false,
             interest: Interest::NONE,
         }
     }
@@ -74,8 +77,8 @@ impl Connection {
         let progress = self.pump(net, id, scratch, bound, now)?;
         if progress != Progress::Finished {
             let interest = Interest {
-                read: !self.peer_done && self.backlog() < bound,
-                write: self.backlog() > 0 || self.peer_done,
+                read: !self.peer_done && self.backlog() < bound && !self.output_full,
+                write: self.backlog() > 0 || self.peer_done || self.output_full,
             };
             if interest != self.interest {
                 net.set_interest(id, interest);
@@ -93,6 +96,7 @@ impl Connection {
         bound: usize,
         now: Duration,
     ) -> io::Result<Progress> {
+        self.output_full = false;
         for _ in 0..OPERATIONS_PER_TURN {
             if self.backlog() > 0 {
                 let sent = try_write(net, id, &self.unsent[self.sent..])?;
@@ -114,6 +118,26 @@ impl Connection {
             let room = (bound - self.backlog()).min(scratch.len());
             if room == 0 {
                 continue;
+            }
+            if self.backlog() == 0 {
+                // Where the host can, echo without the bytes passing
+                // through here; otherwise read them and write them back.
+                match net.splice(id, room)? {
+                    Spliced::Bytes(moved) => {
+                        self.record_sent(moved, now);
+                        continue;
+                    }
+                    Spliced::InputEnded => {
+                        self.peer_done = true;
+                        continue;
+                    }
+                    Spliced::InputEmpty => return Ok(Progress::Waiting),
+                    Spliced::OutputFull => {
+                        self.output_full = true;
+                        return Ok(Progress::Waiting);
+                    }
+                    Spliced::Unsupported => {}
+                }
             }
             let read = match try_read(net, id, &mut scratch[..room])? {
                 None => return Ok(Progress::Waiting),

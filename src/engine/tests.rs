@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::client::{EchoMismatch, Exchange};
+use crate::net::faults::{FaultRates, Faulty};
 use crate::net::loopback::{Loopback, LoopbackNetwork};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -99,14 +100,16 @@ fn serves_many_connections_at_once() {
     }
 }
 
-#[test]
-fn slow_reader_pauses_reading_at_the_bound() {
-    let world = Loopback::with_buffer(1000);
+/// A client that writes 100 KB and never reads, against a server with a
+/// bound of 8192 bytes on `net` (a host of `world`, whose buffers hold 1000
+/// bytes): what the server then holds, and how much the client could write.
+fn never_reading_client<N: Network>(world: &Loopback, net: N) -> (usize, usize) {
     let config = Config {
         max_backlog: 8192,
         ..Config::default()
     };
-    let (mut server, addr) = server(&world, config);
+    let mut server = Server::bind(net, ANY_PORT, 1024, config).unwrap();
+    let addr = server.local_addr().unwrap();
     let mut client = world.host();
     let id = client.connect(addr).unwrap();
     let input = payload(100_000, 3);
@@ -119,10 +122,27 @@ fn slow_reader_pauses_reading_at_the_bound() {
         }
         server.turn(Some(Duration::ZERO)).unwrap();
     }
-    // The client never read: the server holds at most its bound, and both
-    // socket buffers are full.
-    assert_eq!(server.buffered_bytes(), 8192);
-    assert_eq!(written, 8192 + 2 * 1000);
+    (server.buffered_bytes(), written)
+}
+
+#[test]
+fn slow_reader_pauses_reading_at_the_bound() {
+    // A host without splice: the server reads what it cannot send back,
+    // up to its bound, and both socket buffers fill.
+    let world = Loopback::with_buffer(1000);
+    let unspliced = FaultRates {
+        unspliced: 1000,
+        ..FaultRates::default()
+    };
+    let net = Faulty::new(world.host(), unspliced, 0);
+    assert_eq!(never_reading_client(&world, net), (8192, 8192 + 2 * 1000));
+}
+
+#[test]
+fn slow_reader_costs_a_splicing_host_no_memory() {
+    // With splice, bytes stay in the socket buffers until they can move.
+    let world = Loopback::with_buffer(1000);
+    assert_eq!(never_reading_client(&world, world.host()), (0, 2 * 1000));
 }
 
 #[test]

@@ -2,12 +2,13 @@
 //! misbehave the way real networks and kernels do, chosen by a seeded
 //! generator so every run can be replayed.
 //!
-//! It shortens reads and writes, reports spurious "would block", resets
-//! connections, and fails accepts as a full descriptor table would. Wrapped
+//! It shortens reads, writes and splices, reports spurious "would block",
+//! resets connections, refuses splices as hosts without them do, and fails
+//! accepts as a full descriptor table would. Wrapped
 //! around the in-memory [`loopback`](super::loopback) network, it lets tests
 //! and the fuzzer drive the real engine through faults deterministically.
 
-use super::{Interest, Network, SocketId};
+use super::{Interest, Network, SocketId, Spliced};
 use crate::hash::mix;
 use std::collections::HashSet;
 use std::io;
@@ -18,14 +19,28 @@ use std::time::Duration;
 /// can suffer it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultRates {
-    /// Reads and writes cut to a random shorter length.
+    /// Reads, writes and splices cut to a random shorter length.
     pub short_io: u16,
-    /// Reads, writes and accepts that report "would block" for no reason.
+    /// Reads, writes, splices and accepts that report "would block" for
+    /// no reason.
     pub spurious_would_block: u16,
-    /// Reads and writes that reset the connection for good.
+    /// Reads, writes and splices that reset the connection for good.
     pub reset: u16,
     /// Accepts that fail with "too many open files".
     pub accept_failure: u16,
+    /// Splices refused as unsupported, so callers read and write instead.
+    pub unspliced: u16,
+}
+
+impl FaultRates {
+    /// Whether these faults may cost an echo its bytes: refused splices
+    /// alone only send the bytes another way.
+    pub fn harmful(&self) -> bool {
+        FaultRates {
+            unspliced: 0,
+            ..*self
+        } != FaultRates::default()
+    }
 }
 
 /// `N` with faults injected.
@@ -145,6 +160,20 @@ impl<N: Network> Network for Faulty<N> {
         }
         let len = self.shorten(buf.len());
         self.inner.write(id, &buf[..len])
+    }
+
+    fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
+        if self.strikes(self.rates.unspliced) {
+            return Ok(Spliced::Unsupported);
+        }
+        match self.io_fault(id) {
+            Some(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Spliced::InputEmpty),
+            Some(err) => Err(err),
+            None => {
+                let max = self.shorten(max);
+                self.inner.splice(id, max)
+            }
+        }
     }
 
     fn shutdown_write(&mut self, id: SocketId) -> io::Result<()> {

@@ -6,7 +6,7 @@
 //! direction holds at most [`Loopback::with_buffer`] bytes, which makes
 //! backpressure easy to provoke.
 
-use super::{Interest, Network, SocketId};
+use super::{Interest, Network, SocketId, Spliced};
 use slab::Slab;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -341,6 +341,34 @@ impl Network for LoopbackNetwork {
         }
         peer.inbox.extend(&buf[..n]);
         Ok(n)
+    }
+
+    fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
+        let mut world = self.world.borrow_mut();
+        let capacity = world.buffer;
+        let stream = world.stream(id)?;
+        if stream.inbox.is_empty() {
+            return Ok(match stream.peer_shut {
+                true => Spliced::InputEnded,
+                false => Spliced::InputEmpty,
+            });
+        }
+        let available = stream.inbox.len();
+        let peer = stream
+            .peer
+            .ok_or_else(|| error(io::ErrorKind::BrokenPipe))?;
+        let peer = SocketId(peer);
+        let room = match world.stream(peer) {
+            Ok(peer) => capacity - peer.inbox.len(),
+            Err(_) => return Err(error(io::ErrorKind::BrokenPipe)),
+        };
+        let n = max.min(available).min(room);
+        if n == 0 {
+            return Ok(Spliced::OutputFull);
+        }
+        let moved: Vec<u8> = world.stream(id)?.inbox.drain(..n).collect();
+        world.stream(peer)?.inbox.extend(moved);
+        Ok(Spliced::Bytes(n))
     }
 
     fn shutdown_write(&mut self, id: SocketId) -> io::Result<()> {

@@ -61,6 +61,21 @@ impl Interest {
     };
 }
 
+/// What one [`Network::splice`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spliced {
+    /// Moved this many bytes, at least one.
+    Bytes(usize),
+    /// The input has nothing to read now.
+    InputEmpty,
+    /// The input has ended: the peer closed its side.
+    InputEnded,
+    /// The output cannot take a byte now.
+    OutputFull,
+    /// This host cannot splice.
+    Unsupported,
+}
+
 /// A host's TCP and UDP sockets, driven by readiness.
 pub trait Network {
     /// A listener on its way to another network of the same kind, so that
@@ -119,6 +134,19 @@ pub trait Network {
 
     /// Writes a prefix of `buf`, returning how much was taken.
     fn write(&mut self, id: SocketId, buf: &[u8]) -> io::Result<usize>;
+
+    /// Moves up to `max` bytes from the socket's input straight to its own
+    /// output, taking only what the output accepts now, so that no byte is
+    /// ever held in between.
+    ///
+    /// Hosts where this saves copies and calls implement it (WASI:
+    /// `output-stream.splice`, one host call instead of a read, a
+    /// check-write and a write); the others keep this default, and callers
+    /// read and write instead.
+    fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
+        let _ = (id, max);
+        Ok(Spliced::Unsupported)
+    }
 
     /// Half-closes the socket's sending side once everything written has
     /// been handed to the host; may report `WouldBlock` until then.

@@ -6,7 +6,7 @@
 //! first makes the runtime trap ("resource has children"), so the structs
 //! below declare children before parents: Rust drops fields in order.
 
-use super::{not_a, Interest, Network, SocketId};
+use super::{not_a, Interest, Network, SocketId, Spliced};
 use ::wasi::clocks::monotonic_clock;
 use ::wasi::io::poll::{self, Pollable};
 use ::wasi::io::streams::{InputStream, OutputStream, StreamError};
@@ -491,6 +491,38 @@ impl Network for WasiNetwork {
         }
         output.write(&buf[..len]).map_err(stream_error)?;
         Ok(len)
+    }
+
+    fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
+        self.budget.spend(1);
+        let stream = self.stream(id)?;
+        if stream.drained {
+            return Ok(Spliced::InputEmpty);
+        }
+        let wanted = stream.read_size.get().min(max);
+        let streams = stream.streams()?;
+        // Splice is check-write, read and write in one call: nothing moved
+        // means either side may be the one that is not ready.
+        let output_full = || match streams.output.check_write() {
+            Ok(permitted) => Ok(permitted == 0),
+            Err(err) => Err(stream_error(err)),
+        };
+        let moved = match streams.output.splice(&streams.input, wanted as u64) {
+            Ok(0) if output_full()? => return Ok(Spliced::OutputFull),
+            Ok(moved) => usize::try_from(moved).unwrap_or(wanted),
+            // Closed is the input's end, unless the output is the one closed.
+            Err(StreamError::Closed) => {
+                output_full()?;
+                return Ok(Spliced::InputEnded);
+            }
+            Err(err) => return Err(stream_error(err)),
+        };
+        stream.drained = moved < wanted;
+        if moved == 0 {
+            return Ok(Spliced::InputEmpty);
+        }
+        stream.read_size.observe(moved, wanted);
+        Ok(Spliced::Bytes(moved))
     }
 
     fn shutdown_write(&mut self, id: SocketId) -> io::Result<()> {
