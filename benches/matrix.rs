@@ -569,6 +569,9 @@ fn load(tools: &Tools, addr: SocketAddr, row: &Row, secs: f64) -> Result<Value, 
     let mut args = vec!["--connections", &connections, "--size", &size];
     args.extend(["--mode", row.mode.name()]);
     args.extend(row.udp.then_some("--udp"));
+    // Closing with FINs, the load generator's ports pile up in TIME_WAIT
+    // and its kernel's search for a free one bounds every server alike.
+    args.extend((row.mode == Mode::Connect).then_some("--reset"));
     let duration = Duration::from_secs_f64(secs);
     support::run_bench(&tools.echokit, addr, &args, duration, RUN_GRACE)
 }

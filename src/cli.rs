@@ -162,6 +162,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub udp: bool,
 
+    /// In connect mode, close each connection with a reset (SO_LINGER 0)
+    /// instead of a FIN, so that this machine's ports do not pile up in
+    /// TIME_WAIT and the kernel's search for a free one does not bound the
+    /// rate. The wasm build cannot, and closes normally.
+    #[arg(long)]
+    pub reset: bool,
+
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,

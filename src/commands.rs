@@ -158,12 +158,16 @@ pub fn send(args: &SendArgs) -> anyhow::Result<()> {
 /// Runs `echokit bench`: prints the report, then fails if any connection
 /// failed or any echoed byte was wrong.
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.udp && args.mode != Mode::Pingpong {
+    let conflict = if args.udp && args.mode != Mode::Pingpong {
+        Some("--udp benchmarks support --mode pingpong only")
+    } else if args.reset && args.mode != Mode::Connect {
+        Some("--reset applies to --mode connect only")
+    } else {
+        None
+    };
+    if let Some(message) = conflict {
         Cli::command()
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "--udp benchmarks support --mode pingpong only",
-            )
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
             .exit();
     }
     let plan = Plan {
@@ -173,6 +177,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         duration: args.duration,
         mode: args.mode,
         udp: args.udp,
+        reset: args.reset,
     };
     let mut net = HostNetwork::new().context("cannot open the network")?;
     let on_terminal = io::stderr().is_terminal();

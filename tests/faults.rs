@@ -29,7 +29,6 @@ use socket2::SockRef;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard, OnceLock};
@@ -42,58 +41,11 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{Build, EchoError, ServerProcess, StderrTo};
+use support::{echokit, Build, EchoError, ServerProcess, StderrTo};
 
 /// The native binary; also the client (`echokit send`) for both builds.
 fn native_bin() -> &'static str {
     support::native_bin()
-}
-
-struct WasmTools {
-    wasmtime: PathBuf,
-    wasm: PathBuf,
-}
-
-/// wasmtime and echokit.wasm, found once; panics with the remedy when
-/// either is missing, so that every wasm test fails rather than skips.
-fn wasm_tools() -> &'static WasmTools {
-    static TOOLS: OnceLock<Result<WasmTools, String>> = OnceLock::new();
-    match TOOLS.get_or_init(find_wasm_tools) {
-        Ok(tools) => tools,
-        Err(err) => panic!("{err}"),
-    }
-}
-
-fn find_wasm_tools() -> Result<WasmTools, String> {
-    let wasm = support::wasm_artifact();
-    if !wasm.is_file() {
-        return Err(format!(
-            "the wasm build of echokit is missing ({} is not a file): run `just setup` \
-             (wasm32-wasip2 target and wasmtime) and `just build-wasm`, or set ECHOKIT_WASM",
-            wasm.display()
-        ));
-    }
-    let wasmtime = support::find_wasmtime().map_err(|looked_at| {
-        format!(
-            "wasmtime not found (looked at {looked_at}): run `just setup` to install it and \
-             `just build-wasm`, or set WASMTIME=/path/to/wasmtime"
-        )
-    })?;
-    // Once, so that wasmtime's compilation cache is warm before the tests
-    // start servers and time them.
-    support::warm_wasm(&wasmtime, &wasm, "; run `just build-wasm`")?;
-    Ok(WasmTools { wasmtime, wasm })
-}
-
-/// A command running `build` of echokit, arguments still to add.
-fn echokit(build: Build) -> Command {
-    match build {
-        Build::Native => Command::new(native_bin()),
-        Build::Wasm => {
-            let tools = wasm_tools();
-            support::wasm_command(&tools.wasmtime, &tools.wasm)
-        }
-    }
 }
 
 /// Raises this process's soft open-files limit to its hard limit (once):

@@ -46,6 +46,9 @@ pub struct Plan {
     pub mode: Mode,
     /// Echo datagrams instead of a stream (pingpong only).
     pub udp: bool,
+    /// In connect mode, close each connection with a reset
+    /// ([`Network::abort`]) rather than a FIN.
+    pub reset: bool,
 }
 
 /// Counters so far, for progress output.
@@ -224,7 +227,10 @@ pub fn run<N: Network>(
                 latency.saturating_record(took.as_nanos().max(1) as u64);
             }
             if outcome.reconnect {
-                net.close(id);
+                match plan.reset {
+                    true => net.abort(id),
+                    false => net.close(id),
+                }
                 flow = Flow::open(net, plan, flow.slot(), flow.next_message(), net.now())?;
                 opened += 1;
                 again.push(flow.id);

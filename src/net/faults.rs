@@ -188,6 +188,11 @@ impl<N: Network> Network for Faulty<N> {
         self.inner.close(id);
     }
 
+    fn abort(&mut self, id: SocketId) {
+        self.reset.remove(&id);
+        self.inner.abort(id);
+    }
+
     fn set_interest(&mut self, id: SocketId, interest: Interest) {
         self.inner.set_interest(id, interest);
     }

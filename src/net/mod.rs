@@ -155,6 +155,14 @@ pub trait Network {
     /// Closes a socket and forgets its id.
     fn close(&mut self, id: SocketId);
 
+    /// Closes a connection with a reset instead of an orderly shutdown,
+    /// dropping anything unsent, so that neither side keeps its address in
+    /// TIME_WAIT. Hosts that cannot (WASI 0.2 has no `SO_LINGER`) keep this
+    /// default, an ordinary [`Network::close`].
+    fn abort(&mut self, id: SocketId) {
+        self.close(id);
+    }
+
     /// Sets which readiness events [`Network::wait`] reports for `id`.
     fn set_interest(&mut self, id: SocketId, interest: Interest);
 

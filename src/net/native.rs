@@ -6,7 +6,7 @@ use mio::{Events, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
 use slab::Slab;
-use socket2::{Domain, Socket as RawSocket, Type};
+use socket2::{Domain, SockRef, Socket as RawSocket, Type};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsFd;
@@ -231,6 +231,16 @@ impl Network for NativeNetwork {
                 let _ = self.poll.registry().deregister(entry.socket.source());
             }
         }
+    }
+
+    fn abort(&mut self, id: SocketId) {
+        if let Ok(stream) = self.stream(id) {
+            // A zero linger makes close send a reset. If it cannot be set,
+            // the close below is an ordinary one, which is what abort
+            // promises on hosts without resets.
+            let _ = SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
+        }
+        self.close(id);
     }
 
     fn set_interest(&mut self, id: SocketId, interest: Interest) {

@@ -1,8 +1,9 @@
-//! Host-side helpers shared by the integration tests (tests/faults.rs, the
-//! conformance kit in tests/kit/) and the benches (benches/soak.rs,
-//! benches/footprint.rs, benches/matrix.rs): where the programs under test
-//! are, the open-files limit, /proc figures, a server process started on a
-//! free port, and a plain `std::net` echo round trip.
+//! Host-side helpers shared by the integration tests (tests/faults.rs,
+//! tests/load_generator.rs, the conformance kit in tests/kit/) and the
+//! benches (benches/soak.rs, benches/footprint.rs, benches/matrix.rs): where
+//! the programs under test are, the open-files limit, /proc figures, a
+//! server process started on a free port, and a plain `std::net` echo round
+//! trip.
 //!
 //! Integration tests include it with `mod support;`, benches with
 //! `#[path = "../tests/support/mod.rs"] mod support;`. It builds for
@@ -17,7 +18,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,56 @@ pub fn wasm_command(wasmtime: impl AsRef<OsStr>, wasm: impl AsRef<OsStr>) -> Com
     let mut cmd = Command::new(wasmtime);
     cmd.args(["run", "-S", "inherit-network"]).arg(wasm);
     cmd
+}
+
+/// wasmtime and the wasm build of echokit.
+pub struct WasmTools {
+    /// The wasmtime executable.
+    pub wasmtime: PathBuf,
+    /// echokit.wasm.
+    pub wasm: PathBuf,
+}
+
+/// wasmtime and echokit.wasm, found once; panics with the remedy when
+/// either is missing, so that every wasm test fails rather than skips.
+pub fn wasm_tools() -> &'static WasmTools {
+    static TOOLS: OnceLock<Result<WasmTools, String>> = OnceLock::new();
+    match TOOLS.get_or_init(find_wasm_tools) {
+        Ok(tools) => tools,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+fn find_wasm_tools() -> Result<WasmTools, String> {
+    let wasm = wasm_artifact();
+    if !wasm.is_file() {
+        return Err(format!(
+            "the wasm build of echokit is missing ({} is not a file): run `just setup` \
+             (wasm32-wasip2 target and wasmtime) and `just build-wasm`, or set ECHOKIT_WASM",
+            wasm.display()
+        ));
+    }
+    let wasmtime = find_wasmtime().map_err(|looked_at| {
+        format!(
+            "wasmtime not found (looked at {looked_at}): run `just setup` to install it and \
+             `just build-wasm`, or set WASMTIME=/path/to/wasmtime"
+        )
+    })?;
+    // Once, so that wasmtime's compilation cache is warm before the tests
+    // start servers and time them.
+    warm_wasm(&wasmtime, &wasm, "; run `just build-wasm`")?;
+    Ok(WasmTools { wasmtime, wasm })
+}
+
+/// A command running `build` of echokit, arguments still to add.
+pub fn echokit(build: Build) -> Command {
+    match build {
+        Build::Native => Command::new(native_bin()),
+        Build::Wasm => {
+            let tools = wasm_tools();
+            wasm_command(&tools.wasmtime, &tools.wasm)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
