@@ -884,6 +884,47 @@ fn slowloris_and_idle_wasm() {
     slowloris_and_idle(Build::Wasm);
 }
 
+/// With `--idle-timeout 1`: a peer that floods the server and never reads
+/// its echo fills both socket buffers; the server closes it as idle. That
+/// close must not wait for the peer (wasmtime 48 makes dropping an output
+/// stream wait for its pending write): another client is served at once.
+fn non_reading_peer(build: Build) {
+    let server = Server::start(build, &["--idle-timeout", "1"]);
+    let mut flood = connect(server.addr).expect("connect");
+    flood.set_nonblocking(true).expect("non-blocking");
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0;
+    // Until the server's echo backs up into this socket and the server
+    // stops reading.
+    while sent < (256 << 20) {
+        match flood.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+            Err(err) => panic!("flood write: {err}"),
+        }
+    }
+    thread::sleep(Duration::from_millis(1800));
+    let took = send_within(server.addr, Duration::from_secs(3));
+    println!(
+        "non-reading peer [{}]: sent {sent} bytes, never read; after its idle close another \
+         client's echo took {took:?}",
+        build.name()
+    );
+    let took = took.expect("the server stalled after closing a peer that does not read");
+    assert!(took < Duration::from_secs(2), "the next echo took {took:?}");
+    drop(flood);
+}
+
+#[test]
+fn non_reading_peer_native() {
+    non_reading_peer(Build::Native);
+}
+
+#[test]
+fn non_reading_peer_wasm() {
+    non_reading_peer(Build::Wasm);
+}
+
 // ---------------------------------------------------------------------------
 // 5. Idle CPU
 // ---------------------------------------------------------------------------

@@ -29,6 +29,12 @@ use std::time::{Duration, Instant};
 /// Sockets granted to this component by its WASI runtime.
 pub struct WasiNetwork {
     sockets: Slab<Entry>,
+    /// Closed connections whose output is not writable yet. Wasmtime (48)
+    /// makes dropping an output stream wait until its last write is out and
+    /// the socket is writable again, which a peer that does not read never
+    /// allows: dropped then, the stream would stop the whole event loop.
+    /// They wait here, polled, until their output is writable.
+    lingering: Vec<Stream>,
     network: WasiNet,
     budget: HostBudget,
     epoch: Instant,
@@ -113,6 +119,15 @@ impl Stream {
         }
     }
 
+    /// Whether dropping the stream now would not wait: no connection yet,
+    /// or an output that is writable.
+    fn droppable(&self) -> bool {
+        match &self.link {
+            Link::Connecting(_) => true,
+            Link::Connected(streams) => streams.writable.ready(),
+        }
+    }
+
     /// The streams, finishing the connection first if it is on its way
     /// (`WouldBlock` while it still is).
     fn streams(&mut self) -> io::Result<&Streams> {
@@ -134,6 +149,7 @@ impl WasiNetwork {
     pub fn new() -> io::Result<Self> {
         Ok(WasiNetwork {
             sockets: Slab::new(),
+            lingering: Vec::new(),
             network: instance_network(),
             budget: HostBudget::default(),
             epoch: Instant::now(),
@@ -158,15 +174,29 @@ impl WasiNetwork {
     }
 
     /// Reports the sockets whose pollables `poll` found ready, once per
-    /// socket in a row, and forgets what it knew about drained streams.
-    fn mark_ready(&mut self, found: &[(SocketId, bool)], ready: &mut Vec<SocketId>) {
-        for &(id, readable) in found {
+    /// socket in a row, forgets what it knew about drained streams, and
+    /// drops the lingering streams whose output is now writable.
+    fn mark_ready(&mut self, found: &[Owner], ready: &mut Vec<SocketId>) {
+        let mut writable_lingering = Vec::new();
+        for &owner in found {
+            let (id, readable) = match owner {
+                Owner::Socket(id, readable) => (id, readable),
+                Owner::Lingering(index) => {
+                    writable_lingering.push(index);
+                    continue;
+                }
+            };
             if let (true, Ok(stream)) = (readable, self.stream(id)) {
                 stream.drained = false;
             }
             if ready.last() != Some(&id) {
                 ready.push(id);
             }
+        }
+        // Highest index first, so that each removal leaves the next in place.
+        writable_lingering.sort_unstable_by(|a, b| b.cmp(a));
+        for index in writable_lingering {
+            self.lingering.swap_remove(index);
         }
     }
 
@@ -186,6 +216,16 @@ fn family(addr: SocketAddr) -> IpAddressFamily {
         SocketAddr::V4(_) => IpAddressFamily::Ipv4,
         SocketAddr::V6(_) => IpAddressFamily::Ipv6,
     }
+}
+
+/// Whose pollable one entry of a poll list is.
+#[derive(Clone, Copy, Debug)]
+enum Owner {
+    /// A socket's: its read (or accept) pollable when `true`, else its
+    /// write pollable.
+    Socket(SocketId, bool),
+    /// The output of `lingering[index]`.
+    Lingering(usize),
 }
 
 /// Finishes a two-phase WASI operation, waiting on `ready` as needed.
@@ -343,6 +383,22 @@ fn from_wasi_addr(addr: IpSocketAddress) -> SocketAddr {
     }
 }
 
+impl Drop for WasiNetwork {
+    /// Leaves the streams that would make the drop wait (see
+    /// [`WasiNetwork::lingering`]) to the runtime, which frees every
+    /// resource without waiting once the component exits.
+    fn drop(&mut self) {
+        for (_, entry) in std::mem::take(&mut self.sockets) {
+            if let Socket::Stream(stream) = entry.socket {
+                if !stream.droppable() {
+                    std::mem::forget(stream);
+                }
+            }
+        }
+        std::mem::forget(std::mem::take(&mut self.lingering));
+    }
+}
+
 impl Network for WasiNetwork {
     type SharedListener = std::convert::Infallible;
 
@@ -494,15 +550,17 @@ impl Network for WasiNetwork {
     }
 
     fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
-        self.budget.spend(1);
+        // The splice, and perhaps one check-write after it.
+        self.budget.spend(2);
         let stream = self.stream(id)?;
         if stream.drained {
             return Ok(Spliced::InputEmpty);
         }
         let wanted = stream.read_size.get().min(max);
         let streams = stream.streams()?;
-        // Splice is check-write, read and write in one call: nothing moved
-        // means either side may be the one that is not ready.
+        // Splice is check-write, read and write in one call: when it moves
+        // nothing or meets a closed stream, a check-write tells which side
+        // stopped.
         let output_full = || match streams.output.check_write() {
             Ok(permitted) => Ok(permitted == 0),
             Err(err) => Err(stream_error(err)),
@@ -510,11 +568,8 @@ impl Network for WasiNetwork {
         let moved = match streams.output.splice(&streams.input, wanted as u64) {
             Ok(0) if output_full()? => return Ok(Spliced::OutputFull),
             Ok(moved) => usize::try_from(moved).unwrap_or(wanted),
-            // Closed is the input's end, unless the output is the one closed.
-            Err(StreamError::Closed) => {
-                output_full()?;
-                return Ok(Spliced::InputEnded);
-            }
+            // The input's end, since the output still takes bytes.
+            Err(StreamError::Closed) if !output_full()? => return Ok(Spliced::InputEnded),
             Err(err) => return Err(stream_error(err)),
         };
         stream.drained = moved < wanted;
@@ -546,7 +601,15 @@ impl Network for WasiNetwork {
     }
 
     fn close(&mut self, id: SocketId) {
-        self.sockets.try_remove(id.0);
+        if let Some(Entry {
+            socket: Socket::Stream(stream),
+            ..
+        }) = self.sockets.try_remove(id.0)
+        {
+            if !stream.droppable() {
+                self.lingering.push(stream);
+            }
+        }
     }
 
     fn set_interest(&mut self, id: SocketId, interest: Interest) {
@@ -557,8 +620,7 @@ impl Network for WasiNetwork {
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()> {
         let mut pollables: Vec<&Pollable> = Vec::new();
-        // Whose pollable each one is, and whether it is a read pollable.
-        let mut owners: Vec<(SocketId, bool)> = Vec::new();
+        let mut owners: Vec<Owner> = Vec::new();
         for (key, entry) in &self.sockets {
             let Interest { read, write } = entry.interest;
             let (on_read, on_write) = match &entry.socket {
@@ -578,11 +640,17 @@ impl Network for WasiNetwork {
             };
             if let Some(on_read) = on_read {
                 pollables.push(on_read);
-                owners.push((SocketId(key), true));
+                owners.push(Owner::Socket(SocketId(key), true));
             }
             if let Some(on_write) = on_write {
                 pollables.push(on_write);
-                owners.push((SocketId(key), false));
+                owners.push(Owner::Socket(SocketId(key), false));
+            }
+        }
+        for (index, stream) in self.lingering.iter().enumerate() {
+            if let Link::Connected(streams) = &stream.link {
+                pollables.push(&streams.writable);
+                owners.push(Owner::Lingering(index));
             }
         }
         if pollables.len() > POLL_CHUNK {
@@ -624,7 +692,7 @@ impl Network for WasiNetwork {
         drop(timer);
         // Each ready pollable used a unit of the budget.
         self.budget.spend(ready_indices.len());
-        let found: Vec<(SocketId, bool)> = (ready_indices.iter())
+        let found: Vec<Owner> = (ready_indices.iter())
             .filter_map(|&i| owners.get(i as usize).copied())
             .collect();
         self.mark_ready(&found, ready);
