@@ -16,6 +16,7 @@ mod engine {
     use criterion::{criterion_group, Criterion, Throughput};
     use echokit::client::Exchange;
     use echokit::engine::{Config, Server};
+    use echokit::net::faults::{FaultRates, Faulty};
     use echokit::net::loopback::{Loopback, LoopbackNetwork};
     use echokit::net::{try_read, try_write, Network, SocketId};
     use std::hint::black_box;
@@ -34,16 +35,34 @@ mod engine {
     struct Bench {
         // Keeps the world alive alongside the handles.
         _world: Loopback,
-        server: Server<LoopbackNetwork>,
+        server: Server<Faulty<LoopbackNetwork>>,
         client: LoopbackNetwork,
         addr: SocketAddr,
     }
 
+    /// How the server echoes.
+    #[derive(Clone, Copy)]
+    enum Echo {
+        /// With [`Network::splice`], as the wasm build does.
+        Spliced,
+        /// Reading and writing back, as the native build does.
+        Copied,
+    }
+
     impl Bench {
-        fn new() -> Self {
+        fn new(echo: Echo) -> Self {
             let world = Loopback::with_buffer(LOOPBACK_BUFFER);
             let config = Config::default();
-            let server = Server::bind(world.host(), ANY_PORT, 1024, config).expect("bind");
+            let unspliced = match echo {
+                Echo::Spliced => 0,
+                Echo::Copied => 1000,
+            };
+            let rates = FaultRates {
+                unspliced,
+                ..FaultRates::default()
+            };
+            let net = Faulty::new(world.host(), rates, 0);
+            let server = Server::bind(net, ANY_PORT, 1024, config).expect("bind");
             let addr = server.local_addr().expect("local address");
             let client = world.host();
             Bench {
@@ -118,20 +137,23 @@ mod engine {
         (0..len).map(|i| (i % 251) as u8).collect()
     }
 
-    /// 64 KiB echoed through one long-lived connection per iteration.
+    /// 64 KiB echoed through one long-lived connection per iteration, by
+    /// each way of echoing.
     fn stream(c: &mut Criterion) {
         let mut group = c.benchmark_group("stream");
         let payload = payload(64 * 1024);
         group.throughput(Throughput::Bytes(payload.len() as u64));
-        group.bench_function("64KiB_one_connection", |b| {
-            let mut bench = Bench::new();
-            let id = bench.client.connect(bench.addr).expect("connect");
-            let mut echo = vec![0; payload.len()];
-            bench.round_trip(id, &payload, &mut echo);
-            assert_eq!(echo, payload, "echo differs from what was sent");
-            b.iter(|| bench.round_trip(id, black_box(&payload), &mut echo));
-            bench.client.close(id);
-        });
+        for (name, echo) in [("spliced", Echo::Spliced), ("copied", Echo::Copied)] {
+            group.bench_function(format!("64KiB_one_connection_{name}"), |b| {
+                let mut bench = Bench::new(echo);
+                let id = bench.client.connect(bench.addr).expect("connect");
+                let mut echo = vec![0; payload.len()];
+                bench.round_trip(id, &payload, &mut echo);
+                assert_eq!(echo, payload, "echo differs from what was sent");
+                b.iter(|| bench.round_trip(id, black_box(&payload), &mut echo));
+                bench.client.close(id);
+            });
+        }
         group.finish();
     }
 
@@ -142,7 +164,7 @@ mod engine {
         let inputs = vec![message.as_slice(); 100];
         group.throughput(Throughput::Elements(inputs.len() as u64));
         group.bench_function("100x128B_one_exchange_each", |b| {
-            let mut bench = Bench::new();
+            let mut bench = Bench::new(Echo::Copied);
             b.iter(|| {
                 let echoed = bench.exchange_all(black_box(&inputs));
                 assert_eq!(echoed, 100 * 128);
@@ -157,7 +179,7 @@ mod engine {
         let message = payload(64);
         group.throughput(Throughput::Elements(1));
         group.bench_function("accept_echo_close_64B", |b| {
-            let mut bench = Bench::new();
+            let mut bench = Bench::new(Echo::Copied);
             b.iter(|| {
                 let echoed = bench.exchange_all(&[black_box(&message)]);
                 assert_eq!(echoed, 64);

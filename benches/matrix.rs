@@ -573,7 +573,13 @@ fn load(tools: &Tools, addr: SocketAddr, row: &Row, secs: f64) -> Result<Value, 
     // and its kernel's search for a free one bounds every server alike.
     args.extend((row.mode == Mode::Connect).then_some("--reset"));
     let duration = Duration::from_secs_f64(secs);
-    support::run_bench(&tools.echokit, addr, &args, duration, RUN_GRACE)
+    support::run_bench(
+        Command::new(&tools.echokit),
+        addr,
+        &args,
+        duration,
+        RUN_GRACE,
+    )
 }
 
 /// The figures a run is judged by.

@@ -249,7 +249,8 @@ mod soak {
             "--size",
             &size,
         ];
-        support::run_bench(support::native_bin().as_ref(), addr, &args, duration, GRACE)
+        let echokit = Command::new(support::native_bin());
+        support::run_bench(echokit, addr, &args, duration, GRACE)
     }
 
     /// A server on 127.0.0.1 and a free port; killed on drop.

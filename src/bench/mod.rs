@@ -254,6 +254,14 @@ pub fn run<N: Network>(
     for flow in flows.into_iter().flatten() {
         net.close(flow.id);
     }
+    // A server that never answers (or a connect that never completes)
+    // measured nothing: that is a failure, not a rate of zero.
+    anyhow::ensure!(
+        counts.bytes > 0,
+        "no echo came back in {seconds:.1}s ({opened} connections opened, {} errors, {} datagrams lost)",
+        counts.errors,
+        counts.lost
+    );
     let percentile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     Ok(Report {
         protocol: if plan.udp { "udp" } else { "tcp" },

@@ -8,10 +8,36 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
-fn server(world: &Loopback, config: Config) -> (Server<LoopbackNetwork>, SocketAddr) {
-    let server = Server::bind(world.host(), ANY_PORT, 1024, config).unwrap();
+/// A server on one host of `world`.
+type TestServer = Server<Faulty<LoopbackNetwork>>;
+
+/// How a host echoes: [`Network::splice`] (like WASI) or reading and
+/// writing back (like native).
+#[derive(Clone, Copy, Debug)]
+enum Echo {
+    Spliced,
+    Copied,
+}
+
+const BOTH: [Echo; 2] = [Echo::Spliced, Echo::Copied];
+
+fn server_echoing(world: &Loopback, config: Config, echo: Echo) -> (TestServer, SocketAddr) {
+    let unspliced = match echo {
+        Echo::Spliced => 0,
+        Echo::Copied => 1000,
+    };
+    let rates = FaultRates {
+        unspliced,
+        ..FaultRates::default()
+    };
+    let net = Faulty::new(world.host(), rates, 0);
+    let server = Server::bind(net, ANY_PORT, 1024, config).unwrap();
     let addr = server.local_addr().unwrap();
     (server, addr)
+}
+
+fn server(world: &Loopback, config: Config) -> (TestServer, SocketAddr) {
+    server_echoing(world, config, Echo::Spliced)
 }
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
@@ -22,8 +48,8 @@ fn payload(len: usize, seed: u8) -> Vec<u8> {
 
 /// Runs every input through the server at once, turn by turn, checking after
 /// each turn that no connection holds more than `bound` unsent bytes.
-fn echo_all(
-    server: &mut Server<LoopbackNetwork>,
+fn echo_all<N: Network>(
+    server: &mut Server<N>,
     world: &Loopback,
     addr: SocketAddr,
     inputs: &[Vec<u8>],
@@ -63,53 +89,62 @@ fn echo_all(
 
 #[test]
 fn echoes_one_message() {
-    let world = Loopback::default();
-    let (mut server, addr) = server(&world, Config::default());
-    let results = echo_all(&mut server, &world, addr, &[b"hello\n".to_vec()]);
-    assert_eq!(results, [Ok(6)]);
-    assert_eq!(server.open_connections(), 0, "closed after the echo");
+    for echo in BOTH {
+        let world = Loopback::default();
+        let (mut server, addr) = server_echoing(&world, Config::default(), echo);
+        let results = echo_all(&mut server, &world, addr, &[b"hello\n".to_vec()]);
+        assert_eq!(results, [Ok(6)], "{echo:?}");
+        assert_eq!(server.open_connections(), 0, "closed after the echo");
+    }
 }
 
 #[test]
 fn echoes_empty_input() {
-    let world = Loopback::default();
-    let (mut server, addr) = server(&world, Config::default());
-    assert_eq!(echo_all(&mut server, &world, addr, &[Vec::new()]), [Ok(0)]);
+    for echo in BOTH {
+        let world = Loopback::default();
+        let (mut server, addr) = server_echoing(&world, Config::default(), echo);
+        let results = echo_all(&mut server, &world, addr, &[Vec::new()]);
+        assert_eq!(results, [Ok(0)], "{echo:?}");
+    }
 }
 
 #[test]
 fn large_echo_through_tiny_buffers_stays_bounded() {
-    let world = Loopback::with_buffer(777);
-    let config = Config {
-        max_backlog: 4096,
-        ..Config::default()
-    };
-    let (mut server, addr) = server(&world, config);
-    let input = payload(1 << 20, 7);
-    assert_eq!(echo_all(&mut server, &world, addr, &[input]), [Ok(1 << 20)]);
+    for echo in BOTH {
+        let world = Loopback::with_buffer(777);
+        let config = Config {
+            max_backlog: 4096,
+            ..Config::default()
+        };
+        let (mut server, addr) = server_echoing(&world, config, echo);
+        let input = payload(1 << 20, 7);
+        let results = echo_all(&mut server, &world, addr, &[input]);
+        assert_eq!(results, [Ok(1 << 20)], "{echo:?}");
+    }
 }
 
 #[test]
 fn serves_many_connections_at_once() {
-    let world = Loopback::with_buffer(1500);
-    let (mut server, addr) = server(&world, Config::default());
-    let inputs: Vec<_> = (0..200).map(|i| payload(10_000 + i, i as u8)).collect();
-    let results = echo_all(&mut server, &world, addr, &inputs);
-    for (i, result) in results.iter().enumerate() {
-        assert_eq!(*result, Ok(10_000 + i as u64));
+    for echo in BOTH {
+        let world = Loopback::with_buffer(1500);
+        let (mut server, addr) = server_echoing(&world, Config::default(), echo);
+        let inputs: Vec<_> = (0..200).map(|i| payload(10_000 + i, i as u8)).collect();
+        let results = echo_all(&mut server, &world, addr, &inputs);
+        for (i, result) in results.iter().enumerate() {
+            assert_eq!(*result, Ok(10_000 + i as u64), "{echo:?}");
+        }
     }
 }
 
 /// A client that writes 100 KB and never reads, against a server with a
-/// bound of 8192 bytes on `net` (a host of `world`, whose buffers hold 1000
+/// bound of 8192 bytes (on a host of `world`, whose buffers hold 1000
 /// bytes): what the server then holds, and how much the client could write.
-fn never_reading_client<N: Network>(world: &Loopback, net: N) -> (usize, usize) {
+fn never_reading_client(world: &Loopback, echo: Echo) -> (usize, usize) {
     let config = Config {
         max_backlog: 8192,
         ..Config::default()
     };
-    let mut server = Server::bind(net, ANY_PORT, 1024, config).unwrap();
-    let addr = server.local_addr().unwrap();
+    let (mut server, addr) = server_echoing(world, config, echo);
     let mut client = world.host();
     let id = client.connect(addr).unwrap();
     let input = payload(100_000, 3);
@@ -130,19 +165,15 @@ fn slow_reader_pauses_reading_at_the_bound() {
     // A host without splice: the server reads what it cannot send back,
     // up to its bound, and both socket buffers fill.
     let world = Loopback::with_buffer(1000);
-    let unspliced = FaultRates {
-        unspliced: 1000,
-        ..FaultRates::default()
-    };
-    let net = Faulty::new(world.host(), unspliced, 0);
-    assert_eq!(never_reading_client(&world, net), (8192, 8192 + 2 * 1000));
+    let expected = (8192, 8192 + 2 * 1000);
+    assert_eq!(never_reading_client(&world, Echo::Copied), expected);
 }
 
 #[test]
 fn slow_reader_costs_a_splicing_host_no_memory() {
     // With splice, bytes stay in the socket buffers until they can move.
     let world = Loopback::with_buffer(1000);
-    assert_eq!(never_reading_client(&world, world.host()), (0, 2 * 1000));
+    assert_eq!(never_reading_client(&world, Echo::Spliced), (0, 2 * 1000));
 }
 
 #[test]

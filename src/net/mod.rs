@@ -1,7 +1,7 @@
 //! The socket abstraction the engine is written against.
 //!
-//! [`Network`] is deliberately small and readiness-based: every operation is
-//! non-blocking and reports
+//! [`Network`] is deliberately small and readiness-based: every operation on
+//! a connection or datagram socket is non-blocking and reports
 //! [`io::ErrorKind::WouldBlock`] when it cannot make progress, and
 //! [`Network::wait`] sleeps until some socket may be ready. Readiness is only
 //! a hint: callers retry operations after any wake-up and must tolerate
@@ -105,8 +105,8 @@ pub trait Network {
     /// Starts connecting to `addr` without waiting for the peer.
     ///
     /// Until the connection is up, reads, writes and [`shutdown_write`]
-    /// report `WouldBlock`; the socket reports ready (for either interest)
-    /// once it is up or has failed. A failure such as
+    /// report `WouldBlock`; the socket reports writable once it is up or
+    /// has failed, so callers wait with write interest. A failure such as
     /// [`io::ErrorKind::ConnectionRefused`] comes either from this call or
     /// from the socket's next operation.
     ///

@@ -282,6 +282,8 @@ impl Network for NativeNetwork {
             if let Some(entry) = self.sockets.get_mut(key) {
                 entry.drained = false;
                 entry.read_closed |= event.is_read_closed() || event.is_error();
+                // A connect ends, up or failed, with the socket writable.
+                entry.connecting &= !(event.is_writable() || event.is_error());
             }
             ready.push(SocketId(key));
         }

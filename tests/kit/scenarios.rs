@@ -862,7 +862,7 @@ fn no_network(case: &Case) -> Result<(), String> {
 fn component_world(case: &Case) -> Result<(), String> {
     let s = &case.scenario;
     let wit_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(param!(s, wit_dir));
-    let tools = super::target::wasm_tools()?;
+    let tools = crate::support::wasm_tools()?;
     world::check_imports(
         &tools.wasm,
         &wit_dir,

@@ -3,15 +3,13 @@
 //! - native: the binary cargo built for this test (`CARGO_BIN_EXE_echokit`);
 //! - wasm: `wasmtime run -S inherit-network <echokit.wasm> ARGS...`.
 //!
-//! The wasm tools are resolved once per run (a `OnceLock`), see
-//! [`wasm_tools`] and the documentation at the top of tests/conformance.rs.
+//! The wasm tools are resolved once per run, see `support::wasm_tools` and
+//! the documentation at the top of tests/conformance.rs.
 
 use super::table::Build;
 use crate::support;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
 
 /// How to start one build of echokit.
 #[derive(Debug, Clone)]
@@ -54,7 +52,7 @@ impl Target {
         match self.build {
             Build::Native => Ok(Command::new(support::native_bin())),
             Build::Wasm => {
-                let tools = wasm_tools()?;
+                let tools = support::wasm_tools()?;
                 let mut cmd = Command::new(&tools.wasmtime);
                 cmd.arg("run");
                 if self.network {
@@ -76,104 +74,4 @@ impl Target {
     pub fn assert_command(&self) -> Result<assert_cmd::Command, String> {
         Ok(assert_cmd::Command::from_std(self.command()?))
     }
-}
-
-/// wasmtime and the component it runs.
-#[derive(Debug)]
-pub struct WasmTools {
-    pub wasmtime: PathBuf,
-    pub wasm: PathBuf,
-}
-
-/// Finds wasmtime and the wasm artifact, building the latter: once per run,
-/// whichever test asks first; every wasm test fails with the same message
-/// when this does.
-pub fn wasm_tools() -> Result<&'static WasmTools, String> {
-    static TOOLS: OnceLock<Result<WasmTools, String>> = OnceLock::new();
-    TOOLS
-        .get_or_init(find_wasm_tools)
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-fn find_wasm_tools() -> Result<WasmTools, String> {
-    let wasmtime = find_wasmtime()?;
-    let wasm = find_or_build_wasm()?;
-    // Warm wasmtime's compilation cache before dozens of parallel processes.
-    support::warm_wasm(&wasmtime, &wasm, "")?;
-    Ok(WasmTools { wasmtime, wasm })
-}
-
-/// `$WASMTIME`, else `wasmtime` on `PATH`, else `~/.cargo/bin/wasmtime`.
-fn find_wasmtime() -> Result<PathBuf, String> {
-    support::find_wasmtime().map_err(|looked_at| {
-        format!(
-            "wasmtime not found (looked at {looked_at}): run `just setup` to install it, \
-             or set WASMTIME=/path/to/wasmtime"
-        )
-    })
-}
-
-/// `$ECHOKIT_WASM` as is, else `cargo build --release --target
-/// wasm32-wasip2` (a no-op when up to date) and the artifact it reports.
-fn find_or_build_wasm() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("ECHOKIT_WASM") {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!(
-                "ECHOKIT_WASM={} is not a file: run `just build-wasm`, or unset \
-                 ECHOKIT_WASM to let the kit build it",
-                path.display()
-            ))
-        };
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let out = Command::new(&cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--bin",
-            "echokit",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| format!("cannot run {}: {err}", Path::new(&cargo).display()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(format!(
-            "`cargo build --release --target wasm32-wasip2` failed ({}); run `just setup` \
-             (installs the wasm32-wasip2 target and wasmtime) and `just build-wasm`, or set \
-             ECHOKIT_WASM to a built echokit.wasm:\n{}",
-            out.status,
-            tail.join("\n")
-        ));
-    }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != "echokit" {
-            continue;
-        }
-        let wasm = msg["filenames"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f.as_str())
-            .find(|f| f.ends_with(".wasm"));
-        if let Some(wasm) = wasm {
-            return Ok(PathBuf::from(wasm));
-        }
-    }
-    Err(format!(
-        "`cargo build --release --target wasm32-wasip2` reported no echokit .wasm artifact:\n{stderr}"
-    ))
 }

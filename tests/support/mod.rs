@@ -13,7 +13,7 @@
 // Each test and bench crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -144,7 +144,8 @@ pub fn wasm_command(wasmtime: impl AsRef<OsStr>, wasm: impl AsRef<OsStr>) -> Com
     cmd
 }
 
-/// wasmtime and the wasm build of echokit.
+/// wasmtime and the component it runs.
+#[derive(Debug)]
 pub struct WasmTools {
     /// The wasmtime executable.
     pub wasmtime: PathBuf,
@@ -152,45 +153,108 @@ pub struct WasmTools {
     pub wasm: PathBuf,
 }
 
-/// wasmtime and echokit.wasm, found once; panics with the remedy when
-/// either is missing, so that every wasm test fails rather than skips.
-pub fn wasm_tools() -> &'static WasmTools {
+/// Finds wasmtime and the wasm artifact, building the latter: once per test
+/// binary, whichever test asks first; every wasm test fails with the same
+/// message when this does (the tests never skip).
+pub fn wasm_tools() -> Result<&'static WasmTools, String> {
     static TOOLS: OnceLock<Result<WasmTools, String>> = OnceLock::new();
-    match TOOLS.get_or_init(find_wasm_tools) {
-        Ok(tools) => tools,
-        Err(err) => panic!("{err}"),
-    }
+    TOOLS
+        .get_or_init(find_wasm_tools)
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 fn find_wasm_tools() -> Result<WasmTools, String> {
-    let wasm = wasm_artifact();
-    if !wasm.is_file() {
-        return Err(format!(
-            "the wasm build of echokit is missing ({} is not a file): run `just setup` \
-             (wasm32-wasip2 target and wasmtime) and `just build-wasm`, or set ECHOKIT_WASM",
-            wasm.display()
-        ));
-    }
-    let wasmtime = find_wasmtime().map_err(|looked_at| {
-        format!(
-            "wasmtime not found (looked at {looked_at}): run `just setup` to install it and \
-             `just build-wasm`, or set WASMTIME=/path/to/wasmtime"
-        )
-    })?;
-    // Once, so that wasmtime's compilation cache is warm before the tests
-    // start servers and time them.
-    warm_wasm(&wasmtime, &wasm, "; run `just build-wasm`")?;
+    let wasmtime = wasmtime_or_remedy()?;
+    let wasm = find_or_build_wasm()?;
+    // Warm wasmtime's compilation cache before dozens of parallel processes.
+    warm_wasm(&wasmtime, &wasm, "")?;
     Ok(WasmTools { wasmtime, wasm })
 }
 
+/// `$WASMTIME`, else `wasmtime` on `PATH`, else `~/.cargo/bin/wasmtime`.
+fn wasmtime_or_remedy() -> Result<PathBuf, String> {
+    find_wasmtime().map_err(|looked_at| {
+        format!(
+            "wasmtime not found (looked at {looked_at}): run `just setup` to install it, \
+             or set WASMTIME=/path/to/wasmtime"
+        )
+    })
+}
+
+/// `$ECHOKIT_WASM` as is, else `cargo build --release --target
+/// wasm32-wasip2` (a no-op when up to date) and the artifact it reports.
+fn find_or_build_wasm() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("ECHOKIT_WASM") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "ECHOKIT_WASM={} is not a file: run `just build-wasm`, or unset \
+                 ECHOKIT_WASM to let the kit build it",
+                path.display()
+            ))
+        };
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let out = Command::new(&cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--bin",
+            "echokit",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| format!("cannot run {}: {err}", Path::new(&cargo).display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(format!(
+            "`cargo build --release --target wasm32-wasip2` failed ({}); run `just setup` \
+             (installs the wasm32-wasip2 target and wasmtime) and `just build-wasm`, or set \
+             ECHOKIT_WASM to a built echokit.wasm:\n{}",
+            out.status,
+            tail.join("\n")
+        ));
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != "echokit" {
+            continue;
+        }
+        let wasm = msg["filenames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str())
+            .find(|f| f.ends_with(".wasm"));
+        if let Some(wasm) = wasm {
+            return Ok(PathBuf::from(wasm));
+        }
+    }
+    Err(format!(
+        "`cargo build --release --target wasm32-wasip2` reported no echokit .wasm artifact:\n{stderr}"
+    ))
+}
+
 /// A command running `build` of echokit, arguments still to add.
+/// Panics with the remedy when the wasm tools cannot be had.
 pub fn echokit(build: Build) -> Command {
     match build {
         Build::Native => Command::new(native_bin()),
-        Build::Wasm => {
-            let tools = wasm_tools();
-            wasm_command(&tools.wasmtime, &tools.wasm)
-        }
+        Build::Wasm => match wasm_tools() {
+            Ok(tools) => wasm_command(&tools.wasmtime, &tools.wasm),
+            Err(err) => panic!("{err}"),
+        },
     }
 }
 
@@ -330,18 +394,17 @@ pub fn finish_within(mut child: Child, limit: Duration) -> Finished {
     }
 }
 
-/// Runs `echokit bench --connect ADDR ARGS --duration SECS --json` with the
-/// `echokit` binary, killing it `grace` past its duration; returns its
-/// report, or why there is none (a failed run means an error or a wrong
-/// byte).
-pub fn run_bench(
-    echokit: &Path,
+/// Runs `echokit bench --connect ADDR ARGS --duration SECS --json` with
+/// `echokit` (a command running some build, arguments still to add),
+/// killing it `grace` past its duration.
+pub fn bench_run(
+    mut echokit: Command,
     addr: SocketAddr,
     args: &[&str],
     duration: Duration,
     grace: Duration,
-) -> Result<serde_json::Value, String> {
-    let child = Command::new(echokit)
+) -> Finished {
+    let child = echokit
         .arg("bench")
         .args(["--connect", &addr.to_string()])
         .args(args)
@@ -351,12 +414,24 @@ pub fn run_bench(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|err| format!("cannot start echokit bench: {err}"))?;
+        .unwrap_or_else(|err| panic!("cannot start echokit bench: {err}"));
+    finish_within(child, duration + grace)
+}
+
+/// [`bench_run`], and its report, or why there is none (a failed run means
+/// an error or a wrong byte).
+pub fn run_bench(
+    echokit: Command,
+    addr: SocketAddr,
+    args: &[&str],
+    duration: Duration,
+    grace: Duration,
+) -> Result<serde_json::Value, String> {
     let Finished {
         status,
         stdout,
         stderr,
-    } = finish_within(child, duration + grace);
+    } = bench_run(echokit, addr, args, duration, grace);
     let Some(status) = status else {
         return Err(format!(
             "echokit bench ran {grace:?} past its duration and was killed"
