@@ -179,6 +179,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         udp: args.udp,
         reset: args.reset,
     };
+    if args.reset && !HostNetwork::ABORTS {
+        eprintln!(
+            "echokit: warning: this build cannot reset connections (WASI 0.2 has no \
+             SO_LINGER); --reset closes them normally"
+        );
+    }
     let mut net = HostNetwork::new().context("cannot open the network")?;
     let on_terminal = io::stderr().is_terminal();
     let total = plan.duration.as_secs_f64();

@@ -122,6 +122,15 @@ fn wasm_bench_client_verifies_its_echoes() {
     let stream = ["--mode", "stream", "--connections", "2", "--size", "65536"];
     let stream = report(Build::Wasm, server.addr, &stream);
     assert!(count(&stream, "bytes") > 0, "{stream}");
+    // WASI cannot reset: the run closes normally and says so.
+    let run = bench(Build::Wasm, server.addr, &["--mode", "connect", "--reset"]);
+    assert!(run.status.is_some_and(|s| s.success()), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("this build cannot reset connections"),
+        "{}",
+        run.stderr
+    );
+    assert_echoed(&support::bench_report(&run.stdout).unwrap(), 64);
 }
 
 /// A server that echoes every byte but the 1025th of each connection,

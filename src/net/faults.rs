@@ -104,6 +104,8 @@ impl<N: Network> Faulty<N> {
 impl<N: Network> Network for Faulty<N> {
     type SharedListener = N::SharedListener;
 
+    const ABORTS: bool = N::ABORTS;
+
     fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
         self.inner.listen(addr, backlog)
     }

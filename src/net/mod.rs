@@ -84,6 +84,9 @@ pub trait Network {
     /// the default [`Network::share`] and [`Network::adopt`].
     type SharedListener: Send + 'static;
 
+    /// Whether [`Network::abort`] really resets connections.
+    const ABORTS: bool = false;
+
     /// Binds `addr`, listens with `backlog`, and returns the listener.
     fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId>;
 

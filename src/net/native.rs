@@ -109,6 +109,8 @@ fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpList
 impl Network for NativeNetwork {
     type SharedListener = std::net::TcpListener;
 
+    const ABORTS: bool = true;
+
     fn share(&self, listener: SocketId) -> io::Result<Self::SharedListener> {
         match self.sockets.get(listener.0).map(|entry| &entry.socket) {
             Some(Socket::Listener(listener)) => Ok(listener.as_fd().try_clone_to_owned()?.into()),
