@@ -319,9 +319,11 @@ impl Network for LoopbackNetwork {
             };
         }
         let n = buf.len().min(stream.inbox.len());
-        for (slot, byte) in buf.iter_mut().zip(stream.inbox.drain(..n)) {
-            *slot = byte;
-        }
+        let (front, back) = stream.inbox.as_slices();
+        let from_front = front.len().min(n);
+        buf[..from_front].copy_from_slice(&front[..from_front]);
+        buf[from_front..n].copy_from_slice(&back[..n - from_front]);
+        stream.inbox.drain(..n);
         Ok(n)
     }
 
@@ -353,21 +355,22 @@ impl Network for LoopbackNetwork {
                 false => Spliced::InputEmpty,
             });
         }
-        let available = stream.inbox.len();
         let peer = stream
             .peer
             .ok_or_else(|| error(io::ErrorKind::BrokenPipe))?;
-        let peer = SocketId(peer);
-        let room = match world.stream(peer) {
-            Ok(peer) => capacity - peer.inbox.len(),
-            Err(_) => return Err(error(io::ErrorKind::BrokenPipe)),
+        let Some((Socket::Stream(from), Socket::Stream(to))) = world.sockets.get2_mut(id.0, peer)
+        else {
+            return Err(error(io::ErrorKind::BrokenPipe));
         };
-        let n = max.min(available).min(room);
+        let n = max.min(from.inbox.len()).min(capacity - to.inbox.len());
         if n == 0 {
             return Ok(Spliced::OutputFull);
         }
-        let moved: Vec<u8> = world.stream(id)?.inbox.drain(..n).collect();
-        world.stream(peer)?.inbox.extend(moved);
+        let (front, back) = from.inbox.as_slices();
+        let from_front = front.len().min(n);
+        to.inbox.extend(&front[..from_front]);
+        to.inbox.extend(&back[..n - from_front]);
+        from.inbox.drain(..n);
         Ok(Spliced::Bytes(n))
     }
 
