@@ -16,7 +16,6 @@ mod engine {
     use criterion::{criterion_group, Criterion, Throughput};
     use echokit::client::Exchange;
     use echokit::engine::{Config, Server};
-    use echokit::net::faults::{FaultRates, Faulty};
     use echokit::net::loopback::{Loopback, LoopbackNetwork};
     use echokit::net::{try_read, try_write, Network, SocketId};
     use std::hint::black_box;
@@ -35,34 +34,21 @@ mod engine {
     struct Bench {
         // Keeps the world alive alongside the handles.
         _world: Loopback,
-        server: Server<Faulty<LoopbackNetwork>>,
+        server: Server<LoopbackNetwork>,
         client: LoopbackNetwork,
         addr: SocketAddr,
     }
 
-    /// How the server echoes.
-    #[derive(Clone, Copy)]
-    enum Echo {
-        /// With [`Network::splice`], as the wasm build does.
-        Spliced,
-        /// Reading and writing back, as the native build does.
-        Copied,
-    }
+    /// Makes the server's host on a world: [`Loopback::host`] splices, as
+    /// the wasm build does; [`Loopback::host_without_splice`] reads and
+    /// writes back, as the native build does.
+    type Host = fn(&Loopback) -> LoopbackNetwork;
 
     impl Bench {
-        fn new(echo: Echo) -> Self {
+        fn new(host: Host) -> Self {
             let world = Loopback::with_buffer(LOOPBACK_BUFFER);
             let config = Config::default();
-            let unspliced = match echo {
-                Echo::Spliced => 0,
-                Echo::Copied => 1000,
-            };
-            let rates = FaultRates {
-                unspliced,
-                ..FaultRates::default()
-            };
-            let net = Faulty::new(world.host(), rates, 0);
-            let server = Server::bind(net, ANY_PORT, 1024, config).expect("bind");
+            let server = Server::bind(host(&world), ANY_PORT, 1024, config).expect("bind");
             let addr = server.local_addr().expect("local address");
             let client = world.host();
             Bench {
@@ -143,9 +129,13 @@ mod engine {
         let mut group = c.benchmark_group("stream");
         let payload = payload(64 * 1024);
         group.throughput(Throughput::Bytes(payload.len() as u64));
-        for (name, echo) in [("spliced", Echo::Spliced), ("copied", Echo::Copied)] {
+        let hosts: [(&str, Host); 2] = [
+            ("spliced", Loopback::host),
+            ("copied", Loopback::host_without_splice),
+        ];
+        for (name, host) in hosts {
             group.bench_function(format!("64KiB_one_connection_{name}"), |b| {
-                let mut bench = Bench::new(echo);
+                let mut bench = Bench::new(host);
                 let id = bench.client.connect(bench.addr).expect("connect");
                 let mut echo = vec![0; payload.len()];
                 bench.round_trip(id, &payload, &mut echo);
@@ -164,7 +154,7 @@ mod engine {
         let inputs = vec![message.as_slice(); 100];
         group.throughput(Throughput::Elements(inputs.len() as u64));
         group.bench_function("100x128B_one_exchange_each", |b| {
-            let mut bench = Bench::new(Echo::Copied);
+            let mut bench = Bench::new(Loopback::host_without_splice);
             b.iter(|| {
                 let echoed = bench.exchange_all(black_box(&inputs));
                 assert_eq!(echoed, 100 * 128);
@@ -179,7 +169,7 @@ mod engine {
         let message = payload(64);
         group.throughput(Throughput::Elements(1));
         group.bench_function("accept_echo_close_64B", |b| {
-            let mut bench = Bench::new(Echo::Copied);
+            let mut bench = Bench::new(Loopback::host_without_splice);
             b.iter(|| {
                 let echoed = bench.exchange_all(&[black_box(&message)]);
                 assert_eq!(echoed, 64);

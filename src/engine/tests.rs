@@ -2,14 +2,10 @@
 
 use super::*;
 use crate::client::{EchoMismatch, Exchange};
-use crate::net::faults::{FaultRates, Faulty};
 use crate::net::loopback::{Loopback, LoopbackNetwork};
 use std::net::{Ipv4Addr, SocketAddr};
 
 const ANY_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-
-/// A server on one host of `world`.
-type TestServer = Server<Faulty<LoopbackNetwork>>;
 
 /// How a host echoes: [`Network::splice`] (like WASI) or reading and
 /// writing back (like native).
@@ -21,22 +17,21 @@ enum Echo {
 
 const BOTH: [Echo; 2] = [Echo::Spliced, Echo::Copied];
 
-fn server_echoing(world: &Loopback, config: Config, echo: Echo) -> (TestServer, SocketAddr) {
-    let unspliced = match echo {
-        Echo::Spliced => 0,
-        Echo::Copied => 1000,
+fn server_echoing(
+    world: &Loopback,
+    config: Config,
+    echo: Echo,
+) -> (Server<LoopbackNetwork>, SocketAddr) {
+    let net = match echo {
+        Echo::Spliced => world.host(),
+        Echo::Copied => world.host_without_splice(),
     };
-    let rates = FaultRates {
-        unspliced,
-        ..FaultRates::default()
-    };
-    let net = Faulty::new(world.host(), rates, 0);
     let server = Server::bind(net, ANY_PORT, 1024, config).unwrap();
     let addr = server.local_addr().unwrap();
     (server, addr)
 }
 
-fn server(world: &Loopback, config: Config) -> (TestServer, SocketAddr) {
+fn server(world: &Loopback, config: Config) -> (Server<LoopbackNetwork>, SocketAddr) {
     server_echoing(world, config, Echo::Spliced)
 }
 

@@ -25,6 +25,7 @@ pub struct Loopback {
 pub struct LoopbackNetwork {
     world: Rc<RefCell<World>>,
     host: usize,
+    splices: bool,
 }
 
 struct World {
@@ -100,6 +101,16 @@ impl Loopback {
         LoopbackNetwork {
             world: Rc::clone(&self.world),
             host,
+            splices: true,
+        }
+    }
+
+    /// A new handle that cannot splice, so that callers read and write
+    /// back instead, as on hosts without splice (native).
+    pub fn host_without_splice(&self) -> LoopbackNetwork {
+        LoopbackNetwork {
+            splices: false,
+            ..self.host()
         }
     }
 
@@ -346,6 +357,9 @@ impl Network for LoopbackNetwork {
     }
 
     fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
+        if !self.splices {
+            return Ok(Spliced::Unsupported);
+        }
         let mut world = self.world.borrow_mut();
         let capacity = world.buffer;
         let stream = world.stream(id)?;
