@@ -884,35 +884,71 @@ fn slowloris_and_idle_wasm() {
     slowloris_and_idle(Build::Wasm);
 }
 
-/// With `--idle-timeout 1`: a peer that floods the server and never reads
+/// With `--idle-timeout 2`: a peer that floods the server and never reads
 /// its echo fills both socket buffers; the server closes it as idle. That
 /// close must not wait for the peer (wasmtime 48 makes dropping an output
-/// stream wait for its pending write): another client is served at once.
+/// stream wait for its pending write): another client is served at once,
+/// also with 150 more connections open (the wasm build then polls in
+/// chunks, the lingering stream among them). The wasm build holds the
+/// closed socket until the peer goes away, and counts it against
+/// `--max-connections` (152 here) until then.
 fn non_reading_peer(build: Build) {
-    let server = Server::start(build, &["--idle-timeout", "1"]);
-    let mut flood = connect(server.addr).expect("connect");
+    let limit = ["--max-connections", "152"];
+    let server = Server::start(build, &[&["--idle-timeout", "2"][..], &limit].concat());
+    let addr = server.addr;
+    let mut flood = connect(addr).expect("connect");
     flood.set_nonblocking(true).expect("non-blocking");
     let chunk = vec![b'x'; 64 * 1024];
     let mut sent = 0;
-    // Until the server's echo backs up into this socket and the server
-    // stops reading.
-    while sent < (256 << 20) {
+    // Until the server's echo has backed up into this socket and the
+    // server has stopped reading: no byte taken for 300 ms.
+    let mut last_taken = Instant::now();
+    while last_taken.elapsed() < Duration::from_millis(300) && sent < (256 << 20) {
         match flood.write(&chunk) {
-            Ok(n) => sent += n,
-            Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+            Ok(n) => {
+                sent += n;
+                last_taken = Instant::now();
+            }
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(10))
+            }
             Err(err) => panic!("flood write: {err}"),
         }
     }
-    thread::sleep(Duration::from_millis(1800));
-    let took = send_within(server.addr, Duration::from_secs(3));
+    // The idle close comes at most 2.5 s (timeout plus sweep) after the
+    // last byte moved.
+    thread::sleep(Duration::from_millis(2800));
+    let took = send_within(addr, Duration::from_secs(3));
+    // An echoed connection held open, or None when the server refused it.
+    let admit = || -> Option<TcpStream> {
+        let mut stream = connect(addr).ok()?;
+        echo_small(&mut stream, b"a").ok().map(|()| stream)
+    };
+    let held: Vec<TcpStream> = (0..150).map(|_| admit().expect("one of 150")).collect();
+    let extra = [admit(), admit()];
+    let more = extra.each_ref().map(Option::is_some);
+    drop(flood);
+    thread::sleep(Duration::from_millis(300));
+    let after_peer_left = admit().is_some();
     println!(
         "non-reading peer [{}]: sent {sent} bytes, never read; after its idle close another \
-         client's echo took {took:?}",
+         client's echo took {took:?}; with 150 more open, the next two admitted: {more:?}; \
+         once the peer left: {after_peer_left}",
         build.name()
     );
     let took = took.expect("the server stalled after closing a peer that does not read");
     assert!(took < Duration::from_secs(2), "the next echo took {took:?}");
-    drop(flood);
+    let lingering = build == Build::Wasm;
+    assert_eq!(
+        more,
+        [true, !lingering],
+        "150 + 2 connections against a limit of 152, the closed one lingering: {lingering}"
+    );
+    assert_eq!(
+        after_peer_left, lingering,
+        "a slot freed by the peer leaving"
+    );
+    drop(held);
 }
 
 #[test]

@@ -353,7 +353,8 @@ impl<N: Network> Server<N> {
     }
 
     fn admit(&mut self, id: SocketId, peer: SocketAddr, now: Duration) {
-        if self.open_total.fetch_add(1, Ordering::Relaxed) >= self.config.max_connections {
+        let open = self.open_total.fetch_add(1, Ordering::Relaxed) + self.net.lingering();
+        if open >= self.config.max_connections {
             self.open_total.fetch_sub(1, Ordering::Relaxed);
             self.net.close(id);
             self.log(

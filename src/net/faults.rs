@@ -190,6 +190,10 @@ impl<N: Network> Network for Faulty<N> {
         self.inner.close(id);
     }
 
+    fn lingering(&self) -> usize {
+        self.inner.lingering()
+    }
+
     fn abort(&mut self, id: SocketId) {
         self.reset.remove(&id);
         self.inner.abort(id);

@@ -158,6 +158,13 @@ pub trait Network {
     /// Closes a socket and forgets its id.
     fn close(&mut self, id: SocketId);
 
+    /// Connections closed with [`Network::close`] that the host still holds
+    /// open (the wasi backend cannot drop a stream whose peer does not read
+    /// its output); they count against a server's connection limit.
+    fn lingering(&self) -> usize {
+        0
+    }
+
     /// Closes a connection with a reset instead of an orderly shutdown,
     /// dropping anything unsent, so that neither side keeps its address in
     /// TIME_WAIT. Hosts that cannot (WASI 0.2 has no `SO_LINGER`) keep this

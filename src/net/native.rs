@@ -222,7 +222,13 @@ impl Network for NativeNetwork {
                 Err(err) => return Err(err),
             }
         }
-        stream.shutdown(Shutdown::Write)
+        match stream.shutdown(Shutdown::Write) {
+            // A failed connect whose error no operation has taken yet.
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => {
+                Err(stream.take_error()?.unwrap_or(err))
+            }
+            result => result,
+        }
     }
 
     fn close(&mut self, id: SocketId) {

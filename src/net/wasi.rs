@@ -612,6 +612,10 @@ impl Network for WasiNetwork {
         }
     }
 
+    fn lingering(&self) -> usize {
+        self.lingering.len()
+    }
+
     fn set_interest(&mut self, id: SocketId, interest: Interest) {
         if let Some(entry) = self.sockets.get_mut(id.0) {
             entry.interest = interest;
