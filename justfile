@@ -40,16 +40,26 @@ serve *args: build
 serve-wasm *args: build-wasm
     wasmtime run -S inherit-network {{wasm}} serve {{args}}
 
-# Formatting and clippy (warnings are errors) for both targets.
+# Formatting, clippy and rustdoc (warnings are errors) for both targets.
 lint:
     cargo fmt --all -- --check
-    cargo clippy --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --all-targets --target wasm32-wasip2 -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p echokit --document-private-items
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p echokit --target wasm32-wasip2
 
 # Lint, both builds, every test (unit, property, fault, conformance), 15 s of fuzzing.
 test: lint build-wasm
     cargo test --profile ci
+    just test-wasm-unit
     just fuzz 15
+
+# The backend contract on the wasi backend among them.
+
+# The library's unit tests built for wasm32-wasip2, run by wasmtime.
+test-wasm-unit:
+    CARGO_TARGET_WASM32_WASIP2_RUNNER="wasmtime run -S inherit-network" \
+        cargo test --profile ci --target wasm32-wasip2 --lib
 
 # Medians of ECHOKIT_BENCH_ROUNDS=3 rounds of ECHOKIT_BENCH_SECS=2 s each.
 

@@ -15,9 +15,9 @@
 mod engine {
     use criterion::{criterion_group, Criterion, Throughput};
     use echokit::client::Exchange;
-    use echokit::engine::{Config, Server};
+    use echokit::engine::{Config, ConnectionCount, Server};
     use echokit::net::loopback::{Loopback, LoopbackNetwork};
-    use echokit::net::{try_read, try_write, Network, SocketId};
+    use echokit::net::{try_read, try_write, Bind, Close, Network, SocketId};
     use std::hint::black_box;
     use std::io;
     use std::net::{Ipv4Addr, SocketAddr};
@@ -32,8 +32,8 @@ mod engine {
 
     /// A server and a client host on one loopback world.
     struct Bench {
-        // Keeps the world alive alongside the handles.
-        _world: Loopback,
+        /// The world, whose clock the server reads.
+        world: Loopback,
         server: Server<LoopbackNetwork>,
         client: LoopbackNetwork,
         addr: SocketAddr,
@@ -48,11 +48,13 @@ mod engine {
         fn new(host: Host) -> Self {
             let world = Loopback::with_buffer(LOOPBACK_BUFFER);
             let config = Config::default();
-            let server = Server::bind(host(&world), ANY_PORT, 1024, config).expect("bind");
-            let addr = server.local_addr().expect("local address");
+            let mut server = Server::new(host(&world), config, ConnectionCount::default(), ());
+            let addr = server
+                .listen_tcp(ANY_PORT, Bind::default())
+                .expect("listen");
             let client = world.host();
             Bench {
-                _world: world,
+                world,
                 server,
                 client,
                 addr,
@@ -61,7 +63,9 @@ mod engine {
 
         /// One server turn that never waits.
         fn turn(&mut self) {
-            self.server.turn(Some(Duration::ZERO)).expect("server turn");
+            self.server
+                .turn(&self.world, Some(Duration::ZERO))
+                .expect("server turn");
         }
 
         /// Runs every input through its own connection at once: connect,
@@ -93,7 +97,7 @@ mod engine {
             let mut echoed = 0;
             for exchange in &exchanges {
                 echoed += exchange.verdict().expect("echo matches");
-                self.client.close(exchange.socket());
+                self.client.close(exchange.socket(), Close::Orderly);
             }
             echoed
         }
@@ -136,12 +140,12 @@ mod engine {
         for (name, host) in hosts {
             group.bench_function(format!("64KiB_one_connection_{name}"), |b| {
                 let mut bench = Bench::new(host);
-                let id = bench.client.connect(bench.addr).expect("connect");
+                let id = bench.client.connect(bench.addr, None).expect("connect");
                 let mut echo = vec![0; payload.len()];
                 bench.round_trip(id, &payload, &mut echo);
                 assert_eq!(echo, payload, "echo differs from what was sent");
                 b.iter(|| bench.round_trip(id, black_box(&payload), &mut echo));
-                bench.client.close(id);
+                bench.client.close(id, Close::Orderly);
             });
         }
         group.finish();

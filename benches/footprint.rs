@@ -19,15 +19,12 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(not(target_os = "wasi"))]
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-#[cfg(not(target_os = "wasi"))]
 mod host {
-    use crate::support::{self, Build, EchoError, ServerProcess, StartError, StderrTo};
     use std::process::{Command, ExitCode};
     use std::time::{Duration, Instant};
     use std::{env, thread};
+    use testkit::net::{connect, round_trip, EchoError};
+    use testkit::{procfs, Build, ServerProcess, StderrTo, Target};
 
     const STARTS: usize = 11;
     const IDLE_CONNECTIONS: usize = 10_000;
@@ -41,22 +38,7 @@ mod host {
     /// `echokit serve` of `build` on a free port, room for 20,000
     /// connections; its stderr passes through.
     fn command(build: Build) -> Result<Command, String> {
-        let mut command = match build {
-            Build::Native => Command::new(support::native_bin()),
-            Build::Wasm => {
-                let wasm = support::wasm_artifact();
-                if !wasm.exists() {
-                    return Err(format!(
-                        "{} is missing: run `just build-wasm`",
-                        wasm.display()
-                    ));
-                }
-                let wasmtime = support::find_wasmtime().map_err(|looked_at| {
-                    format!("wasmtime is missing (looked at {looked_at}): run `just setup build`")
-                })?;
-                support::wasm_command(wasmtime, wasm)
-            }
-        };
+        let mut command = Target::new(build).command()?;
         command.args([
             "serve",
             "--listen",
@@ -71,29 +53,12 @@ mod host {
     fn start(build: Build) -> Result<(ServerProcess, Duration), String> {
         let command = command(build)?;
         let started = Instant::now();
-        let mut server = ServerProcess::spawn(command, StderrTo::Inherit)
-            .map_err(|err| format!("cannot start: {err}"))?;
-        let listening = server.wait_listening(STARTUP_TIMEOUT);
-        let took = started.elapsed();
-        match listening {
-            Ok(_) => Ok((server, took)),
-            Err(StartError::Read(err)) => Err(err.to_string()),
-            Err(StartError::NoLine) => Err(format!("unexpected first line {:?}", "")),
-            Err(StartError::NotListening(line)) => {
-                Err(format!("unexpected first line {:?}", format!("{line}\n")))
-            }
-            Err(StartError::Timeout) => {
-                Err(format!("no `listening on` line within {STARTUP_TIMEOUT:?}"))
-            }
-        }
+        let server = ServerProcess::start(command, StderrTo::Inherit, STARTUP_TIMEOUT)?;
+        Ok((server, started.elapsed()))
     }
 
     fn rss_kib(pid: u32) -> u64 {
-        support::vm_rss_kib(pid).unwrap_or(0)
-    }
-
-    fn raise_open_files_limit() {
-        let _ = support::raise_open_files_to_hard();
+        procfs::rss_kib(pid).unwrap_or(0)
     }
 
     struct Figures {
@@ -115,9 +80,9 @@ mod host {
         let baseline_kib = rss_kib(pid);
         let mut connections = Vec::with_capacity(IDLE_CONNECTIONS);
         for index in 0..IDLE_CONNECTIONS {
-            let mut stream = support::connect(server.addr, IO_TIMEOUT, IO_TIMEOUT)
+            let mut stream = connect(server.addr, IO_TIMEOUT, IO_TIMEOUT)
                 .map_err(|err| format!("connection {index}: {err}"))?;
-            support::round_trip(&mut stream, b"x").map_err(|err| match err {
+            round_trip(&mut stream, b"x").map_err(|err| match err {
                 EchoError::Write(err) => err.to_string(),
                 EchoError::Read(err) => format!("connection {index}: no echo: {err}"),
                 EchoError::Wrong(got) => format!("connection {index}: echoed {got:?}"),
@@ -134,16 +99,16 @@ mod host {
         })
     }
 
-    pub fn main() -> ExitCode {
+    pub(crate) fn main() -> ExitCode {
         if !env::args().any(|arg| arg == "--bench") {
             // Built by `cargo test --all-targets`: nothing to measure there.
             return ExitCode::SUCCESS;
         }
-        raise_open_files_limit();
+        let _ = testkit::limits::raise_open_files_to_hard();
         let mut failed = false;
         println!("| build | startup (median of {STARTS}) | RSS idle baseline | RSS for {IDLE_CONNECTIONS} idle connections |");
         println!("|---|---:|---:|---:|");
-        for build in [Build::Native, Build::Wasm] {
+        for build in Build::ALL {
             match measure(build) {
                 Ok(figures) => {
                     println!(

@@ -34,21 +34,16 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(not(target_os = "wasi"))]
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-#[cfg(not(target_os = "wasi"))]
 mod soak {
-    use crate::support::{self, Build, ServerProcess, StartError, StderrTo};
-    use serde_json::Value;
+    use echokit::bench::Report;
     use std::env;
     use std::net::SocketAddr;
-    use std::path::PathBuf;
-    use std::process::{Command, ExitCode};
+    use std::process::ExitCode;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::thread;
     use std::time::{Duration, Instant};
+    use testkit::{procfs, Build, ServerProcess, StderrTo, Target};
 
     const CONNECTIONS: u32 = 50;
     const SIZE: u32 = 512;
@@ -75,7 +70,7 @@ mod soak {
         }
     }
 
-    pub fn main() -> ExitCode {
+    pub(crate) fn main() -> ExitCode {
         for arg in env::args().skip(1) {
             if arg != "--bench" {
                 eprintln!("soak: ignoring argument {arg:?}");
@@ -97,7 +92,7 @@ mod soak {
             "soak: {secs} s per build, pingpong, {CONNECTIONS} connections of {SIZE} bytes; \
              warm-up RSS at {warm_at:?}"
         );
-        let outcomes: Vec<Outcome> = [Build::Native, Build::Wasm]
+        let outcomes: Vec<Outcome> = Build::ALL
             .into_iter()
             .map(|build| {
                 eprintln!("soak: {} server...", build.name());
@@ -172,7 +167,7 @@ mod soak {
                 while !stop.load(Ordering::Relaxed) && start.elapsed() < limit {
                     let now = start.elapsed();
                     if now >= next {
-                        if let Some(rss) = support::vm_rss_kib(pid) {
+                        if let Some(rss) = procfs::rss_kib(pid) {
                             samples.lock().unwrap().push((now, rss));
                         }
                         next += Duration::from_secs(1);
@@ -198,9 +193,8 @@ mod soak {
         let mut failures = Vec::new();
         match report {
             Ok(report) => {
-                outcome.requests_per_sec = report["requests_per_sec"].as_f64();
-                let errors = report["errors"].as_u64().unwrap_or(0);
-                let lost = report["lost"].as_u64().unwrap_or(0);
+                outcome.requests_per_sec = Some(report.requests_per_sec);
+                let (errors, lost) = (report.errors, report.lost);
                 if errors > 0 || lost > 0 {
                     failures.push(format!(
                         "the load client reported {errors} errors and {lost} lost messages"
@@ -239,7 +233,7 @@ mod soak {
     }
 
     /// Runs the native `echokit bench --json` against `addr`; its report.
-    fn load(addr: SocketAddr, duration: Duration) -> Result<Value, String> {
+    fn load(addr: SocketAddr, duration: Duration) -> Result<Report, String> {
         let (connections, size) = (CONNECTIONS.to_string(), SIZE.to_string());
         let args = [
             "--mode",
@@ -249,58 +243,16 @@ mod soak {
             "--size",
             &size,
         ];
-        let echokit = Command::new(support::native_bin());
-        support::run_bench(echokit, addr, &args, duration, GRACE)
+        let echokit = Target::new(Build::Native).command()?;
+        let line = testkit::bench::run_bench(echokit, addr, &args, duration, GRACE)?;
+        serde_json::from_str(&line).map_err(|err| format!("not a bench report ({err}): {line}"))
     }
 
     /// A server on 127.0.0.1 and a free port; killed on drop.
     fn start_server(build: Build) -> Result<ServerProcess, String> {
-        let mut command = match build {
-            Build::Native => Command::new(support::native_bin()),
-            Build::Wasm => {
-                let (wasmtime, wasm) = wasm_tools()?;
-                support::wasm_command(wasmtime, wasm)
-            }
-        };
+        let mut command = Target::new(build).command()?;
         command.args(["serve", "--listen", "127.0.0.1:0"]);
-        let mut server =
-            ServerProcess::spawn(command, StderrTo::EchoAndKeep("    [server] ".to_owned()))
-                .map_err(|err| format!("cannot start the {} server: {err}", build.name()))?;
-        let not_listening = |line: &str, server: &ServerProcess| {
-            format!(
-                "the {} server printed {:?}, not `listening on IP:PORT`; stderr: {}",
-                build.name(),
-                line.trim_end(),
-                server.stderr()
-            )
-        };
-        match server.wait_listening(Duration::from_secs(60)) {
-            Ok(_) => Ok(server),
-            Err(StartError::Timeout) => Err(format!(
-                "the {} server printed no listening line",
-                build.name()
-            )),
-            Err(StartError::Read(err)) => Err(format!(
-                "reading the {} server's stdout: {err}",
-                build.name()
-            )),
-            Err(StartError::NoLine) => Err(not_listening("", &server)),
-            Err(StartError::NotListening(line)) => Err(not_listening(&line, &server)),
-        }
-    }
-
-    /// wasmtime and echokit.wasm, or what to run to get them.
-    fn wasm_tools() -> Result<(PathBuf, PathBuf), String> {
-        let wasm = support::wasm_artifact();
-        if !wasm.is_file() {
-            return Err(format!(
-                "{} is missing: run `just setup` and `just build-wasm` (or set ECHOKIT_WASM)",
-                wasm.display()
-            ));
-        }
-        let wasmtime = support::find_wasmtime().map_err(|_| {
-            "wasmtime not found (WASMTIME, PATH, ~/.cargo/bin): run `just setup`".to_owned()
-        })?;
-        Ok((wasmtime, wasm))
+        let stderr = StderrTo::EchoAndKeep("    [server] ".to_owned());
+        ServerProcess::start(command, stderr, Duration::from_secs(60))
     }
 }

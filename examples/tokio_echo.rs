@@ -43,7 +43,7 @@ mod server {
     }
 
     #[tokio::main]
-    pub async fn main() -> io::Result<()> {
+    pub(crate) async fn main() -> io::Result<()> {
         let args = Args::parse();
         let listener = listen(args.listen)?;
         let bound = listener.local_addr()?;

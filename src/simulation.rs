@@ -12,11 +12,12 @@
 //!   of their timeout.
 
 use crate::client::Exchange;
-use crate::engine::{sweep_interval, Config, LogLevel, Server};
+use crate::clock::Clock;
+use crate::engine::{sweep_interval, Config, ConnectionCount, Server};
 use crate::hash::mix;
 use crate::net::faults::{FaultRates, Faulty};
 use crate::net::loopback::{Loopback, LoopbackNetwork};
-use crate::net::{try_read, Network, SocketId};
+use crate::net::{try_read, Bind, Close, Network, SocketId};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -173,19 +174,20 @@ pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
         .map(|(index, len)| payload(scenario.seed, index, len))
         .collect();
     let world = Loopback::with_buffer(scenario.buffer);
-    let config = Config {
-        log: LogLevel::Silent,
-        ..scenario.config.clone()
-    };
+    let config = scenario.config.clone();
     let server_net = Faulty::new(world.host(), FaultRates::default(), scenario.seed);
     let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let server = Server::bind(server_net, any_port, 4096, config.clone())
-        .map_err(|err| Violation(format!("cannot bind: {err}")))?;
+    let mut server = Server::new(server_net, config.clone(), ConnectionCount::default(), ());
+    let bind = Bind {
+        backlog: 4096,
+        ..Bind::default()
+    };
     let addr = server
-        .local_addr()
-        .map_err(|err| Violation(format!("no address: {err}")))?;
+        .listen_tcp(any_port, bind)
+        .map_err(|err| Violation(format!("cannot bind: {err}")))?;
     let mut sim = Simulation {
         net: Faulty::new(world.host(), FaultRates::default(), !scenario.seed),
+        world,
         server,
         addr,
         config,
@@ -224,6 +226,7 @@ struct Silent {
 struct Simulation<'a> {
     server: Server<Faulty<LoopbackNetwork>>,
     net: Faulty<LoopbackNetwork>,
+    world: Loopback,
     addr: SocketAddr,
     config: Config,
     inputs: &'a [Vec<u8>],
@@ -249,7 +252,7 @@ impl<'a> Simulation<'a> {
             Event::OpenSilent => {
                 let id = self
                     .net
-                    .connect(self.addr)
+                    .connect(self.addr, None)
                     .map_err(|err| Violation(format!("cannot connect: {err}")))?;
                 self.silent.push(Silent {
                     id,
@@ -261,9 +264,9 @@ impl<'a> Simulation<'a> {
             Event::ServerTurn => self.server_turn(Some(Duration::ZERO))?,
             Event::Sleep(duration) => {
                 // The server sleeps until its own deadlines, as it would.
-                let until = self.net.now() + *duration;
+                let until = self.world.now() + *duration;
                 for _ in 0..SETTLE_TURNS {
-                    let left = until.saturating_sub(self.net.now());
+                    let left = until.saturating_sub(self.world.now());
                     if left.is_zero() {
                         break;
                     }
@@ -285,7 +288,7 @@ impl<'a> Simulation<'a> {
                     let client = &mut self.clients[connection % count];
                     if client.finished.is_none() {
                         client.finished = Some(false);
-                        self.net.close(client.exchange.socket());
+                        self.net.close(client.exchange.socket(), Close::Orderly);
                     }
                 }
             }
@@ -304,7 +307,7 @@ impl<'a> Simulation<'a> {
                 Err(_) => client.finished = Some(false),
             }
             if client.finished.is_some() {
-                self.net.close(client.exchange.socket());
+                self.net.close(client.exchange.socket(), Close::Orderly);
             }
             if !client.input.starts_with(&client.output) {
                 return Err(Violation(format!(
@@ -320,7 +323,7 @@ impl<'a> Simulation<'a> {
     /// Notes when the server accepted and closed silent connections: right
     /// after each of its turns, past the fault injector.
     fn watch_silent(&mut self) {
-        let now = self.net.now();
+        let now = self.world.now();
         let mut buf = [0; 16];
         let net = self.net.inner_mut();
         for silent in self.silent.iter_mut().filter(|s| s.closed_at.is_none()) {
@@ -337,7 +340,7 @@ impl<'a> Simulation<'a> {
 
     fn server_turn(&mut self, max_wait: Option<Duration>) -> Result<(), Violation> {
         self.server
-            .turn(max_wait)
+            .turn(&self.world, max_wait)
             .map_err(|err| Violation(format!("event loop failed: {err}")))?;
         self.watch_silent();
         let open = self.server.open_connections();
@@ -352,7 +355,7 @@ impl<'a> Simulation<'a> {
     }
 
     fn settle(mut self) -> Result<Summary, Violation> {
-        let start = self.net.now();
+        let start = self.world.now();
         for _ in 0..SETTLE_TURNS {
             let clients_done = self.clients.iter().all(|c| c.finished.is_some());
             let silent_done = self.config.idle_timeout.is_none()
@@ -366,13 +369,13 @@ impl<'a> Simulation<'a> {
         let stuck = self.clients.iter().filter(|c| c.finished.is_none()).count();
         Err(Violation(format!(
             "{stuck} exchanges still running after {:?} of simulated time",
-            self.net.now() - start
+            self.world.now() - start
         )))
     }
 
     fn summarise(self) -> Result<Summary, Violation> {
         let mut summary = Summary {
-            elapsed: self.net.now(),
+            elapsed: self.world.now(),
             ..Summary::default()
         };
         for (index, client) in self.clients.iter().enumerate() {

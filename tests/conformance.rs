@@ -58,8 +58,6 @@
 // `cargo clippy --all-targets --target wasm32-wasip2` does) it only says so.
 #[cfg(not(target_os = "wasi"))]
 mod kit;
-#[cfg(not(target_os = "wasi"))]
-mod support;
 
 #[cfg(not(target_os = "wasi"))]
 fn main() -> std::process::ExitCode {
@@ -87,7 +85,7 @@ mod host {
 
     const DEFAULT_THREADS: usize = 6;
 
-    pub fn main() -> ExitCode {
+    pub(crate) fn main() -> ExitCode {
         let mut args = Arguments::from_args();
         if args.test_threads.is_none() {
             args.test_threads = Some(

@@ -4,19 +4,18 @@
 //! connections and misused flags are reported, and the wasm build's bench
 //! client (run by wasmtime) works too.
 //!
-//! The wasm test finds the component and wasmtime as tests/faults.rs does,
-//! and fails with the command to run when either is missing.
+//! The wasm test finds the component and wasmtime as the conformance kit
+//! does, and fails with the command to run when either is missing.
 
 #![cfg(not(target_os = "wasi"))]
-
-mod support;
 
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
-use support::{echokit, Build, Finished, ServerProcess, StderrTo};
+use testkit::bench::{bench_run, last_line, run_bench};
+use testkit::{Build, Finished, ServerProcess, StderrTo, Target};
 
 /// How long each load runs.
 const RUN: Duration = Duration::from_millis(400);
@@ -25,23 +24,26 @@ const GRACE: Duration = Duration::from_secs(20);
 
 /// A native echokit server with `args`, on a free loopback port.
 fn server(args: &[&str]) -> ServerProcess {
-    let mut cmd = echokit(Build::Native);
+    let mut cmd = Target::new(Build::Native).must();
     cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
-    let mut server = ServerProcess::spawn(cmd, StderrTo::Keep).expect("start echokit serve");
-    server
-        .wait_listening(Duration::from_secs(10))
-        .unwrap_or_else(|err| panic!("echokit serve did not start: {err:?}"));
-    server
+    ServerProcess::start(cmd, StderrTo::Keep, Duration::from_secs(10))
+        .unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// Runs `build`'s `echokit bench --connect ADDR ARGS --duration RUN --json`.
 fn bench(build: Build, addr: SocketAddr, args: &[&str]) -> Finished {
-    support::bench_run(echokit(build), addr, args, RUN, GRACE)
+    bench_run(Target::new(build).must(), addr, args, RUN, GRACE)
+}
+
+/// `bench --json`'s report.
+fn parse(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|err| panic!("not a JSON report ({err}): {line}"))
 }
 
 /// The report of a run that must have succeeded.
 fn report(build: Build, addr: SocketAddr, args: &[&str]) -> Value {
-    support::run_bench(echokit(build), addr, args, RUN, GRACE).unwrap()
+    let line = run_bench(Target::new(build).must(), addr, args, RUN, GRACE);
+    parse(&line.unwrap_or_else(|err| panic!("{err}")))
 }
 
 fn count(report: &Value, field: &str) -> u64 {
@@ -130,7 +132,7 @@ fn wasm_bench_client_verifies_its_echoes() {
         "{}",
         run.stderr
     );
-    assert_echoed(&support::bench_report(&run.stdout).unwrap(), 64);
+    assert_echoed(&parse(last_line(&run.stdout)), 64);
 }
 
 /// A server that echoes every byte but the 1025th of each connection,

@@ -2,9 +2,10 @@
 
 use super::pattern;
 use super::{Mode, Plan};
-use crate::net::{explain, try_read, try_write, would_block, Interest, Network, SocketId};
+use crate::net::{
+    any_local, explain, try_read, try_write, would_block, Bind, Interest, Network, SocketId,
+};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Reads and writes one flow may do per turn before yielding to the others.
@@ -12,13 +13,13 @@ const STEPS_PER_TURN: usize = 16;
 /// Write size in stream mode when `--size` is larger.
 const STREAM_CHUNK: usize = 64 * 1024;
 /// How long a UDP flow waits for an echo before counting the datagram lost.
-pub const LOSS_TIMEOUT: Duration = Duration::from_millis(200);
+pub(super) const LOSS_TIMEOUT: Duration = Duration::from_millis(200);
 /// How many earlier messages a stray UDP echo is compared with.
 const LATE_WINDOW: u64 = 8;
 
 /// What a flow's turn produced.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(super) struct Outcome {
     /// Echoes completed this turn, with their latencies.
     pub latencies: Vec<Duration>,
     /// Echoed bytes verified this turn.
@@ -33,7 +34,7 @@ pub struct Outcome {
 
 /// An echoed byte was not the one sent.
 #[derive(Debug)]
-pub struct Corruption {
+pub(super) struct Corruption {
     /// Connection slot.
     pub slot: u64,
     /// Message number within the slot (0 in stream mode).
@@ -42,8 +43,23 @@ pub struct Corruption {
     pub offset: u64,
 }
 
+/// Why a flow's turn ended its run.
+#[derive(Debug)]
+pub(super) enum FlowError {
+    /// The connection failed.
+    Io(io::Error),
+    /// An echoed byte was wrong.
+    Corrupt(Corruption),
+}
+
+impl From<io::Error> for FlowError {
+    fn from(err: io::Error) -> Self {
+        FlowError::Io(err)
+    }
+}
+
 /// One connection slot: its socket and where its traffic stands.
-pub struct Flow {
+pub(super) struct Flow {
     slot: u64,
     /// The open connection.
     pub id: SocketId,
@@ -63,7 +79,7 @@ pub struct Flow {
 impl Flow {
     /// Connects slot `slot` (or binds its UDP socket) and prepares its
     /// first message.
-    pub fn open<N: Network>(
+    pub(super) fn open<N: Network>(
         net: &mut N,
         plan: &Plan,
         slot: u64,
@@ -71,12 +87,9 @@ impl Flow {
         now: Duration,
     ) -> io::Result<Self> {
         let id = match plan.udp {
-            true => net.bind_udp(match plan.addr {
-                SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-                SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-            })?,
+            true => net.bind_udp(any_local(plan.addr), Bind::default())?,
             false => net
-                .connect(plan.addr)
+                .connect(plan.addr, None)
                 .map_err(|err| explain(err, plan.addr))?,
         };
         let len = match plan.mode {
@@ -111,14 +124,14 @@ impl Flow {
     /// Moves bytes until the socket would block or the turn is used up,
     /// checking every echoed byte. `incoming` and `expected` are scratch
     /// buffers of equal length.
-    pub fn drive<N: Network>(
+    pub(super) fn drive<N: Network>(
         &mut self,
         net: &mut N,
         plan: &Plan,
         now: Duration,
         incoming: &mut [u8],
         expected: &mut [u8],
-    ) -> io::Result<Result<Outcome, Corruption>> {
+    ) -> Result<Outcome, FlowError> {
         if plan.udp {
             return self.drive_datagrams(net, plan, now, incoming, expected);
         }
@@ -143,13 +156,13 @@ impl Flow {
             };
             if let Some(n) = try_read(net, self.id, &mut incoming[..wanted])? {
                 if n == 0 {
-                    return Err(io::Error::new(
+                    return Err(FlowError::Io(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection",
-                    ));
+                    )));
                 }
                 if !pattern::matches(self.seed, self.received, &incoming[..n], expected) {
-                    return Ok(Err(Corruption {
+                    return Err(FlowError::Corrupt(Corruption {
                         slot: self.slot,
                         message: self.message,
                         offset: self.received,
@@ -164,18 +177,18 @@ impl Flow {
                 self.message += 1;
                 if plan.mode == Mode::Connect {
                     outcome.reconnect = true;
-                    return Ok(Ok(outcome));
+                    return Ok(outcome);
                 }
                 self.start_message(now);
                 continue;
             }
             if !progressed {
                 self.want(net, streaming || self.sent < message_len);
-                return Ok(Ok(outcome));
+                return Ok(outcome);
             }
         }
         outcome.yielded = true;
-        Ok(Ok(outcome))
+        Ok(outcome)
     }
 
     /// UDP pingpong: one datagram in flight, given up after
@@ -187,7 +200,7 @@ impl Flow {
         now: Duration,
         incoming: &mut [u8],
         expected: &mut [u8],
-    ) -> io::Result<Result<Outcome, Corruption>> {
+    ) -> Result<Outcome, FlowError> {
         let mut outcome = Outcome::default();
         for _ in 0..STEPS_PER_TURN {
             if self.sent == 0 {
@@ -195,9 +208,9 @@ impl Flow {
                     Ok(()) => self.sent = self.outgoing.len() as u64,
                     Err(err) if would_block(&err) => {
                         self.want(net, true);
-                        return Ok(Ok(outcome));
+                        return Ok(outcome);
                     }
-                    Err(err) => return Err(err),
+                    Err(err) => return Err(err.into()),
                 }
             }
             let (len, from) = match net.recv_from(self.id, incoming) {
@@ -210,9 +223,9 @@ impl Flow {
                         continue;
                     }
                     self.want(net, false);
-                    return Ok(Ok(outcome));
+                    return Ok(outcome);
                 }
-                Err(err) => return Err(err),
+                Err(err) => return Err(err.into()),
             };
             let echo = &incoming[..len];
             if from != plan.addr {
@@ -230,7 +243,7 @@ impl Flow {
                     && pattern::matches(pattern::seed(self.slot, earlier), 0, echo, expected)
             });
             if !late {
-                return Ok(Err(Corruption {
+                return Err(FlowError::Corrupt(Corruption {
                     slot: self.slot,
                     message: self.message,
                     offset: 0,
@@ -238,7 +251,7 @@ impl Flow {
             }
         }
         outcome.yielded = true;
-        Ok(Ok(outcome))
+        Ok(outcome)
     }
 
     fn want<N: Network>(&mut self, net: &mut N, write: bool) {
@@ -250,12 +263,12 @@ impl Flow {
     }
 
     /// The connection slot this flow fills.
-    pub fn slot(&self) -> u64 {
+    pub(super) fn slot(&self) -> u64 {
         self.slot
     }
 
     /// The next message number of this slot.
-    pub fn next_message(&self) -> u64 {
+    pub(super) fn next_message(&self) -> u64 {
         self.message
     }
 }

@@ -4,10 +4,11 @@
 mod flow;
 mod pattern;
 
-use crate::net::{explain, Network, SocketId};
-use flow::{Corruption, Flow};
+use crate::clock::Clock;
+use crate::net::{explain, Close, Network, SocketId};
+use flow::{Corruption, Flow, FlowError};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
 use std::mem;
@@ -20,7 +21,7 @@ const SCRATCH_SIZE: usize = 64 * 1024;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What each connection does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Write a message, read its echo, repeat.
@@ -47,7 +48,7 @@ pub struct Plan {
     /// Echo datagrams instead of a stream (pingpong only).
     pub udp: bool,
     /// In connect mode, close each connection with a reset
-    /// ([`Network::abort`]) rather than a FIN.
+    /// ([`Close::Reset`]) rather than a FIN.
     pub reset: bool,
 }
 
@@ -67,7 +68,7 @@ pub struct Snapshot {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Latency {
     /// Median.
     pub p50_us: f64,
@@ -80,10 +81,10 @@ pub struct Latency {
 }
 
 /// The outcome of a run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// "tcp" or "udp".
-    pub protocol: &'static str,
+    pub protocol: String,
     /// Traffic shape.
     pub mode: Mode,
     /// Connections (or connect loops).
@@ -157,24 +158,75 @@ impl fmt::Display for BenchMismatch {
 
 impl std::error::Error for BenchMismatch {}
 
-/// Runs `plan` on `net`, calling `progress` about once a second.
+/// Why a benchmark run failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The plan asks for what the load generator cannot do.
+    Plan(&'static str),
+    /// The network failed (a refused connection is reported so).
+    Io(io::Error),
+    /// An echoed byte differed from the byte sent.
+    Mismatch(BenchMismatch),
+    /// Not one echo came back: the run measured nothing.
+    NoEcho {
+        /// How long the run lasted.
+        seconds: f64,
+        /// Connections opened.
+        opened: u64,
+        /// Connections that failed.
+        errors: u64,
+        /// Datagrams lost.
+        lost: u64,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Plan(what) => f.write_str(what),
+            Error::Io(err) => err.fmt(f),
+            Error::Mismatch(mismatch) => mismatch.fmt(f),
+            Error::NoEcho {
+                seconds,
+                opened,
+                errors,
+                lost,
+            } => write!(
+                f,
+                "no echo came back in {seconds:.1}s ({opened} connections opened, {errors} errors, {lost} datagrams lost)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Self {
+        Error::Io(err)
+    }
+}
+
+/// Runs `plan` on `net` and `clock`, calling `progress` about once a
+/// second.
 pub fn run<N: Network>(
     net: &mut N,
+    clock: &impl Clock,
     plan: &Plan,
     mut progress: impl FnMut(&Snapshot),
-) -> anyhow::Result<Report> {
-    anyhow::ensure!(
-        !plan.udp || plan.mode == Mode::Pingpong,
-        "UDP benchmarks support pingpong only"
-    );
-    let start = net.now();
+) -> Result<Report, Error> {
+    if plan.udp && plan.mode != Mode::Pingpong {
+        return Err(Error::Plan("UDP benchmarks support pingpong only"));
+    }
+    let start = clock.now();
     let deadline = start + plan.duration;
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+        .expect("constant bounds are valid");
     let mut counts = Snapshot::default();
     let mut opened = 0u64;
     let mut flows: Vec<Option<Flow>> = Vec::new();
     for slot in 0..plan.connections as u64 {
-        let flow = Flow::open(net, plan, slot, 0, net.now())?;
+        let flow = Flow::open(net, plan, slot, 0, clock.now())?;
         opened += 1;
         place(&mut flows, flow);
     }
@@ -188,7 +240,7 @@ pub fn run<N: Network>(
     let loss_sweep = plan.udp.then_some(flow::LOSS_TIMEOUT / 4);
     let mut next_sweep = start;
     loop {
-        let now = net.now();
+        let now = clock.now();
         if now >= deadline {
             break;
         }
@@ -206,13 +258,15 @@ pub fn run<N: Network>(
                 continue;
             };
             let outcome = match flow.drive(net, plan, now, &mut incoming, &mut expected) {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(corruption)) => return Err(BenchMismatch(corruption).into()),
-                // Nobody listens: not a failure of one connection.
-                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                    return Err(explain(err, plan.addr).into());
+                Ok(outcome) => outcome,
+                Err(FlowError::Corrupt(corruption)) => {
+                    return Err(Error::Mismatch(BenchMismatch(corruption)))
                 }
-                Err(_) => {
+                // Nobody listens: not a failure of one connection.
+                Err(FlowError::Io(err)) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                    return Err(Error::Io(explain(err, plan.addr)));
+                }
+                Err(FlowError::Io(_)) => {
                     counts.errors += 1;
                     flow::Outcome {
                         reconnect: true,
@@ -227,11 +281,14 @@ pub fn run<N: Network>(
                 latency.saturating_record(took.as_nanos().max(1) as u64);
             }
             if outcome.reconnect {
-                match plan.reset {
-                    true => net.abort(id),
-                    false => net.close(id),
-                }
-                flow = Flow::open(net, plan, flow.slot(), flow.next_message(), net.now())?;
+                net.close(
+                    id,
+                    match plan.reset {
+                        true => Close::Reset,
+                        false => Close::Orderly,
+                    },
+                );
+                flow = Flow::open(net, plan, flow.slot(), flow.next_message(), clock.now())?;
                 opened += 1;
                 again.push(flow.id);
             } else if outcome.yielded {
@@ -244,27 +301,29 @@ pub fn run<N: Network>(
             None => deadline.min(next_progress),
         };
         let timeout = match again.is_empty() {
-            true => wake.saturating_sub(net.now()),
+            true => wake.saturating_sub(clock.now()),
             false => Duration::ZERO,
         };
         ready.append(&mut again);
         net.wait(Some(timeout), &mut ready)?;
     }
-    let seconds = (net.now() - start).as_secs_f64();
+    let seconds = (clock.now() - start).as_secs_f64();
     for flow in flows.into_iter().flatten() {
-        net.close(flow.id);
+        net.close(flow.id, Close::Orderly);
     }
     // A server that never answers (or a connect that never completes)
     // measured nothing: that is a failure, not a rate of zero.
-    anyhow::ensure!(
-        counts.bytes > 0,
-        "no echo came back in {seconds:.1}s ({opened} connections opened, {} errors, {} datagrams lost)",
-        counts.errors,
-        counts.lost
-    );
+    if counts.bytes == 0 {
+        return Err(Error::NoEcho {
+            seconds,
+            opened,
+            errors: counts.errors,
+            lost: counts.lost,
+        });
+    }
     let percentile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     Ok(Report {
-        protocol: if plan.udp { "udp" } else { "tcp" },
+        protocol: if plan.udp { "udp" } else { "tcp" }.to_owned(),
         mode: plan.mode,
         connections: plan.connections,
         size: plan.size,

@@ -4,13 +4,13 @@
 use crate::hash::mix;
 
 /// Identifies one byte sequence.
-pub fn seed(connection: u64, message: u64) -> u64 {
+pub(super) fn seed(connection: u64, message: u64) -> u64 {
     mix(connection.wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ message.wrapping_add(0x632b_e59b_d9b4_e019))
 }
 
 /// Fills `out` with the bytes at `offset..` of the sequence `seed`.
-pub fn fill(seed: u64, offset: u64, out: &mut [u8]) {
+pub(super) fn fill(seed: u64, offset: u64, out: &mut [u8]) {
     let mut word_index = offset / 8;
     let mut skip = (offset % 8) as usize;
     let mut pos = 0;
@@ -26,7 +26,7 @@ pub fn fill(seed: u64, offset: u64, out: &mut [u8]) {
 
 /// Whether `data` equals the bytes at `offset..` of `seed`; `scratch` must
 /// be at least as long as `data`.
-pub fn matches(seed: u64, offset: u64, data: &[u8], scratch: &mut [u8]) -> bool {
+pub(super) fn matches(seed: u64, offset: u64, data: &[u8], scratch: &mut [u8]) -> bool {
     let expected = &mut scratch[..data.len()];
     fill(seed, offset, expected);
     expected == data

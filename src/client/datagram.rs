@@ -1,10 +1,12 @@
 //! The UDP echo client: sends its input as datagrams, one at a time, and
 //! waits for each echo, retrying on timeout.
 
-use crate::net::{explain, would_block, Interest, Network, SocketId};
+use super::Error;
+use crate::clock::Clock;
+use crate::net::{any_local, explain, would_block, Bind, Close, Interest, Network, SocketId};
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The largest UDP payload over IPv4.
@@ -61,19 +63,19 @@ impl fmt::Display for DatagramMismatch {
 impl std::error::Error for DatagramMismatch {}
 
 /// Sends `input` to the UDP echo server at `server` and writes the echoes
-/// to `out` in order.
+/// to `out` in order; `clock` times the retries.
 pub fn send_datagrams<N: Network>(
     net: &mut N,
+    clock: &impl Clock,
     server: SocketAddr,
     input: &[u8],
     options: DatagramOptions,
     out: &mut impl Write,
-) -> anyhow::Result<DatagramReport> {
-    let local = match server {
-        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-    };
-    let socket = net.bind_udp(local).map_err(|err| explain(err, local))?;
+) -> Result<DatagramReport, Error> {
+    let local = any_local(server);
+    let socket = net
+        .bind_udp(local, Bind::default())
+        .map_err(|err| explain(err, local))?;
     net.set_interest(socket, Interest::READ);
     let mut peer = Peer {
         socket,
@@ -92,16 +94,16 @@ pub fn send_datagrams<N: Network>(
     for (index, chunk) in chunks.iter().enumerate() {
         let earlier = &chunks[index.saturating_sub(LATE_WINDOW)..index];
         failure.sent += 1;
-        match peer.echo(net, chunk, earlier, options, &mut report)? {
+        match peer.echo(net, clock, chunk, earlier, options, &mut report)? {
             Echo::Intact => out.write_all(chunk)?,
             Echo::Lost => failure.lost += 1,
             Echo::Changed => failure.corrupt += 1,
         }
     }
-    net.close(socket);
+    net.close(socket, Close::Orderly);
     failure.late = report.late;
     if failure.lost + failure.corrupt > 0 {
-        return Err(failure.into());
+        return Err(Error::Datagrams(failure));
     }
     report.datagrams = failure.sent;
     Ok(report)
@@ -125,6 +127,7 @@ impl Peer {
     fn echo<N: Network>(
         &mut self,
         net: &mut N,
+        clock: &impl Clock,
         datagram: &[u8],
         earlier: &[&[u8]],
         options: DatagramOptions,
@@ -135,7 +138,7 @@ impl Peer {
                 report.retransmits += 1;
             }
             self.send(net, datagram)?;
-            let deadline = net.now() + options.timeout;
+            let deadline = clock.now() + options.timeout;
             loop {
                 match net.recv_from(self.socket, &mut self.buf) {
                     Ok((_, from)) if from != self.server => continue,
@@ -153,7 +156,7 @@ impl Peer {
                     Err(err) if would_block(&err) => {}
                     Err(err) => return Err(err),
                 }
-                let now = net.now();
+                let now = clock.now();
                 if now >= deadline {
                     break;
                 }
@@ -168,13 +171,7 @@ impl Peer {
         loop {
             match net.send_to(self.socket, datagram, self.server) {
                 Err(err) if would_block(&err) => {
-                    net.set_interest(
-                        self.socket,
-                        Interest {
-                            read: true,
-                            write: true,
-                        },
-                    );
+                    net.set_interest(self.socket, Interest::BOTH);
                     self.ready.clear();
                     net.wait(None, &mut self.ready)?;
                     net.set_interest(self.socket, Interest::READ);

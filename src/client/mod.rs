@@ -3,7 +3,8 @@
 
 pub mod datagram;
 
-use crate::net::{explain, try_read, try_write, would_block, Interest, Network, SocketId};
+use self::datagram::DatagramMismatch;
+use crate::net::{explain, try_read, try_write, would_block, Close, Interest, Network, SocketId};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -33,6 +34,45 @@ impl fmt::Display for EchoMismatch {
 
 impl std::error::Error for EchoMismatch {}
 
+/// Why a client failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The network (or the output) failed, before or outside an exchange.
+    Io(io::Error),
+    /// The connection ended before the whole echo came back.
+    Cut(Cut),
+    /// The echo came back different.
+    Mismatch(EchoMismatch),
+    /// Datagrams were lost or changed.
+    Datagrams(DatagramMismatch),
+}
+
+impl Error {
+    /// Whether the echo itself was wrong (as opposed to the way to it).
+    pub fn is_mismatch(&self) -> bool {
+        matches!(self, Error::Mismatch(_) | Error::Datagrams(_))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(err) => err.fmt(f),
+            Error::Cut(cut) => cut.fmt(f),
+            Error::Mismatch(mismatch) => mismatch.fmt(f),
+            Error::Datagrams(mismatch) => mismatch.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Self {
+        Error::Io(err)
+    }
+}
+
 /// One connection's send-and-verify exchange, driven by readiness.
 ///
 /// Sending and receiving overlap, so inputs far larger than the socket
@@ -52,7 +92,7 @@ pub struct Exchange<'a> {
 impl<'a> Exchange<'a> {
     /// Starts connecting to `addr`, ready to send `input`.
     pub fn connect<N: Network>(net: &mut N, addr: SocketAddr, input: &'a [u8]) -> io::Result<Self> {
-        let id = net.connect(addr).map_err(|err| explain(err, addr))?;
+        let id = net.connect(addr, None).map_err(|err| explain(err, addr))?;
         Ok(Exchange {
             id,
             input,
@@ -165,14 +205,60 @@ fn check(input: &[u8], offset: usize, echo: &[u8], first_difference: &mut Option
     }
 }
 
+/// The connection ended, or failed, before the whole echo came back.
+#[derive(Debug)]
+pub struct Cut {
+    /// Bytes that came back.
+    pub received: u64,
+    /// Bytes sent, which should have come back.
+    pub expected: u64,
+    /// What the connection reported.
+    pub cause: io::Error,
+}
+
+impl Cut {
+    /// Whether the server closed (or reset) the connection.
+    pub fn closed_by_server(&self) -> bool {
+        matches!(
+            self.cause.kind(),
+            io::ErrorKind::NotConnected
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionReset
+        )
+    }
+
+    /// Whether the server closed the connection before echoing anything,
+    /// as servers at their connection limit do.
+    pub fn closed_at_once(&self) -> bool {
+        self.closed_by_server() && self.received == 0
+    }
+}
+
+impl fmt::Display for Cut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.closed_at_once(), self.closed_by_server()) {
+            (true, _) => f.write_str("the server closed the connection at once")?,
+            (false, true) => f.write_str("the server closed the connection")?,
+            (false, false) => write!(f, "{}", self.cause)?,
+        }
+        write!(
+            f,
+            ", after {} of {} bytes came back",
+            self.received, self.expected
+        )
+    }
+}
+
+impl std::error::Error for Cut {}
+
 /// Sends `input` to the echo server at `addr`, writes the echo to `out`, and
-/// checks it: returns the byte count, or an [`EchoMismatch`] error.
+/// checks it: returns the byte count.
 pub fn send<N: Network>(
     net: &mut N,
     addr: SocketAddr,
     input: &[u8],
     out: &mut impl Write,
-) -> anyhow::Result<u64> {
+) -> Result<u64, Error> {
     let mut exchange = Exchange::connect(net, addr, input)?;
     let mut ready = Vec::new();
     loop {
@@ -180,34 +266,20 @@ pub fn send<N: Network>(
             Ok(true) => break,
             Ok(false) => {}
             Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                return Err(explain(err, addr).into());
+                return Err(Error::Io(explain(err, addr)));
             }
-            Err(err) => {
-                let cause = match err.kind() {
-                    io::ErrorKind::NotConnected
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::ConnectionReset
-                        if exchange.received == 0 =>
-                    {
-                        "the server closed the connection at once (is it at its --max-connections?)"
-                            .into()
-                    }
-                    io::ErrorKind::NotConnected
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::ConnectionReset => "the server closed the connection".into(),
-                    _ => err.to_string(),
-                };
-                anyhow::bail!(
-                    "{cause}, after {} of {} bytes came back",
-                    exchange.received,
-                    input.len()
-                );
+            Err(cause) => {
+                return Err(Error::Cut(Cut {
+                    received: exchange.received as u64,
+                    expected: input.len() as u64,
+                    cause,
+                }))
             }
         }
         ready.clear();
         net.wait(None, &mut ready)?;
     }
     out.flush()?;
-    net.close(exchange.socket());
-    Ok(exchange.verdict()?)
+    net.close(exchange.socket(), Close::Orderly);
+    exchange.verdict().map_err(Error::Mismatch)
 }

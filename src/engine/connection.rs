@@ -39,12 +39,17 @@ pub struct Connection {
     peer_done: bool,
     /// The last splice found the socket's output full.
     output_full: bool,
+    /// Whether to echo by [`Network::splice`] (on hosts that can).
+    splice: bool,
     interest: Interest,
 }
 
 impl Connection {
-    /// A fresh connection accepted at `now`.
-    pub fn new(peer: SocketAddr, now: Duration) -> Self {
+    /// A fresh connection accepted at `now`, echoed by splicing when
+    /// `splice` (the host's [`Capabilities::splice`]).
+    ///
+    /// [`Capabilities::splice`]: crate::net::Capabilities::splice
+    pub fn new(peer: SocketAddr, now: Duration, splice: bool) -> Self {
         Connection {
             peer,
             opened: now,
@@ -54,6 +59,7 @@ impl Connection {
             sent: 0,
             peer_done: false,
             output_full: false,
+            splice,
             interest: Interest::NONE,
         }
     }
@@ -119,24 +125,26 @@ impl Connection {
             if room == 0 {
                 continue;
             }
-            if self.backlog() == 0 {
+            if self.splice && self.backlog() == 0 {
                 // Where the host can, echo without the bytes passing
                 // through here; otherwise read them and write them back.
-                match net.splice(id, room)? {
-                    Spliced::Bytes(moved) => {
+                match net.splice(id, room) {
+                    Ok(Spliced::Bytes(moved)) => {
                         self.record_sent(moved, now);
                         continue;
                     }
-                    Spliced::InputEnded => {
+                    Ok(Spliced::InputEnded) => {
                         self.peer_done = true;
                         continue;
                     }
-                    Spliced::InputEmpty => return Ok(Progress::Waiting),
-                    Spliced::OutputFull => {
+                    Ok(Spliced::InputEmpty) => return Ok(Progress::Waiting),
+                    Ok(Spliced::OutputFull) => {
                         self.output_full = true;
                         return Ok(Progress::Waiting);
                     }
-                    Spliced::Unsupported => {}
+                    // Refused this once: copy instead.
+                    Err(err) if err.kind() == io::ErrorKind::Unsupported => {}
+                    Err(err) => return Err(err),
                 }
             }
             let read = match try_read(net, id, &mut scratch[..room])? {

@@ -1,8 +1,8 @@
 //! UDP echo: every datagram goes back, whole, to the address it came from.
 
+use super::{Event, Observer, Progress};
 use crate::net::{would_block, Interest, Network, SocketId};
 use std::collections::VecDeque;
-use std::io;
 use std::net::SocketAddr;
 
 /// Datagrams received or sent per turn before other sockets get a chance.
@@ -24,20 +24,20 @@ impl DatagramEcho {
         self.unsent_bytes
     }
 
-    /// Echoes until the socket would block or the turn is used up; returns
-    /// whether work is left. Receiving pauses while more than `bound` bytes
-    /// wait to be sent back. Errors that concern a single datagram (such as
-    /// an ICMP error reported on the socket) are returned after the turn
-    /// for logging; they do not stop the echo.
+    /// Echoes until the socket would block or the turn is used up.
+    /// Receiving pauses while more than `bound` bytes wait to be sent back.
+    /// Errors that concern a single datagram (such as an ICMP error
+    /// reported on the socket) go to `observer`; they do not stop the echo.
     pub fn drive<N: Network>(
         &mut self,
         net: &mut N,
         id: SocketId,
         scratch: &mut [u8],
         bound: usize,
-    ) -> (bool, Option<io::Error>) {
-        let mut last_error = None;
-        let mut yielded = true;
+        observer: &mut impl Observer,
+    ) -> Progress {
+        let mut failed = |error| observer.observe(Event::DatagramFailed { error: &error });
+        let mut progress = Progress::Yielded;
         for _ in 0..DATAGRAMS_PER_TURN {
             if let Some((datagram, to)) = self.unsent.front() {
                 match net.send_to(id, datagram, *to) {
@@ -52,23 +52,23 @@ impl DatagramEcho {
                         // The datagram cannot go there; drop it, keep serving.
                         self.unsent_bytes -= datagram.len();
                         self.unsent.pop_front();
-                        last_error = Some(err);
+                        failed(err);
                         continue;
                     }
                 }
                 if self.unsent_bytes >= bound {
-                    yielded = false;
+                    progress = Progress::Waiting;
                     break;
                 }
             }
             let (len, from) = match net.recv_from(id, scratch) {
                 Ok(received) => received,
                 Err(err) if would_block(&err) => {
-                    yielded = false;
+                    progress = Progress::Waiting;
                     break;
                 }
                 Err(err) => {
-                    last_error = Some(err);
+                    failed(err);
                     continue;
                 }
             };
@@ -81,7 +81,7 @@ impl DatagramEcho {
                     }
                     Err(err) if would_block(&err) => {}
                     Err(err) => {
-                        last_error = Some(err);
+                        failed(err);
                         continue;
                     }
                 }
@@ -97,6 +97,6 @@ impl DatagramEcho {
             net.set_interest(id, interest);
             self.interest = interest;
         }
-        (yielded, last_error)
+        progress
     }
 }

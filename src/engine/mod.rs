@@ -1,15 +1,22 @@
-//! The echo engine: accepts connections and echoes them on any [`Network`].
+//! The echo engine: accepts connections and echoes them, and echoes
+//! datagrams, on any [`Network`].
 //!
-//! One event loop serves every connection; nothing here knows which host the
-//! sockets belong to.
+//! One [`Server`] is one event loop. It knows nothing of the host: the
+//! sockets come from its network, the time from the clock its caller hands
+//! it, and what happens goes to the caller's [`Observer`] as [`Event`]s.
+//! Several servers (one per thread, where the host has threads) may serve
+//! the same ports and share one connection limit.
 
 mod connection;
 mod datagram;
+mod events;
 
 pub use connection::{Connection, Progress};
 pub use datagram::DatagramEcho;
+pub use events::{Closed, Event, Observer};
 
-use crate::net::{explain, would_block, Interest, Network, SocketId};
+use crate::clock::Clock;
+use crate::net::{explain, would_block, Bind, Capabilities, Close, Interest, Network, SocketId};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -24,29 +31,19 @@ const ACCEPTS_PER_TURN: usize = 64;
 /// How long accepting pauses after an accept error such as "too many open
 /// files", so a full descriptor table does not turn into a busy loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often a server told to stop by a flag looks at it.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
-/// What the server reports on stderr.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Nothing at all.
-    Silent,
-    /// Server-level errors only.
-    Errors,
-    /// Also every connection's open and close.
-    Connections,
-}
-
-/// Server limits and behaviour.
+/// Server limits.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Connections served at once; more are closed as soon as accepted.
+    /// Connections served at once, across every server sharing a
+    /// [`ConnectionCount`]; more are closed as soon as accepted.
     pub max_connections: usize,
     /// Close connections that moved no byte for this long.
     pub idle_timeout: Option<Duration>,
     /// Unsent echo bytes one connection may hold before reading pauses.
     pub max_backlog: usize,
-    /// What to report on stderr.
-    pub log: LogLevel,
 }
 
 impl Default for Config {
@@ -55,10 +52,14 @@ impl Default for Config {
             max_connections: 10_000,
             idle_timeout: None,
             max_backlog: 64 * 1024,
-            log: LogLevel::Errors,
         }
     }
 }
+
+/// Connections open across the servers (event loops) that share it, for
+/// [`Config::max_connections`].
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionCount(Arc<AtomicUsize>);
 
 /// What a server did, for the summary at shutdown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,29 +83,18 @@ impl std::ops::AddAssign for Stats {
     }
 }
 
-/// How often a server told to stop by a flag looks at it.
-const STOP_CHECK: Duration = Duration::from_millis(100);
-
-/// What another event loop needs to serve the same listener: see
-/// [`Server::share`].
-pub struct Share<L> {
-    listener: L,
-    config: Config,
-    open_total: Arc<AtomicUsize>,
-}
-
-/// An echo server on `N`: a TCP listener and its connections, a UDP
-/// socket, or both.
-pub struct Server<N: Network> {
+/// An echo server on `N`: TCP listeners and their connections, and UDP
+/// sockets, reporting to `O`.
+pub struct Server<N: Network, O: Observer = ()> {
     net: N,
+    capabilities: Capabilities,
+    observer: O,
     config: Config,
-    listener: Option<SocketId>,
-    datagrams: Option<(SocketId, DatagramEcho)>,
+    listeners: Vec<SocketId>,
+    datagrams: Vec<(SocketId, DatagramEcho)>,
     connections: Vec<Option<Connection>>,
     open: usize,
-    /// Connections open across every server sharing the listener, for
-    /// [`Config::max_connections`].
-    open_total: Arc<AtomicUsize>,
+    open_total: ConnectionCount,
     scratch: Box<[u8]>,
     ready: Vec<SocketId>,
     /// Sockets that yielded with work left; driven next turn without waiting.
@@ -114,91 +104,49 @@ pub struct Server<N: Network> {
     stats: Stats,
 }
 
-impl<N: Network> Server<N> {
-    /// A server with no socket yet; add them with [`Server::listen_tcp`]
-    /// and [`Server::listen_udp`].
-    pub fn new(net: N, config: Config) -> Self {
-        Self::with_counter(net, config, Arc::default())
-    }
-
-    /// A TCP echo server listening on `addr` with the given accept `backlog`.
-    pub fn bind(net: N, addr: SocketAddr, backlog: u32, config: Config) -> io::Result<Self> {
-        let mut server = Self::new(net, config);
-        server.listen_tcp(addr, backlog)?;
-        Ok(server)
-    }
-
-    fn with_counter(net: N, config: Config, open_total: Arc<AtomicUsize>) -> Self {
-        let next_idle_sweep = config
-            .idle_timeout
-            .map(|idle| net.now() + sweep_interval(idle));
+impl<N: Network, O: Observer> Server<N, O> {
+    /// A server with no socket yet (add them with [`Server::listen_tcp`]
+    /// and [`Server::listen_udp`]), counting its connections in `count`.
+    pub fn new(net: N, config: Config, count: ConnectionCount, observer: O) -> Self {
         Server {
+            capabilities: net.capabilities(),
             net,
+            observer,
             config,
-            listener: None,
-            datagrams: None,
+            listeners: Vec::new(),
+            datagrams: Vec::new(),
             connections: Vec::new(),
             open: 0,
-            open_total,
+            open_total: count,
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             ready: Vec::new(),
             again: Vec::new(),
             accept_paused_until: None,
-            next_idle_sweep,
+            next_idle_sweep: None,
             stats: Stats::default(),
         }
     }
 
     /// Serves TCP echo on `addr`; returns the address bound.
-    pub fn listen_tcp(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketAddr> {
+    pub fn listen_tcp(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketAddr> {
         let listener = self
             .net
-            .listen(addr, backlog)
+            .listen(addr, bind)
             .map_err(|err| explain(err, addr))?;
         self.net.set_interest(listener, Interest::READ);
-        self.listener = Some(listener);
+        self.listeners.push(listener);
         self.net.local_addr(listener)
     }
 
     /// Serves UDP echo on `addr`; returns the address bound.
-    pub fn listen_udp(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
-        let socket = self.net.bind_udp(addr).map_err(|err| explain(err, addr))?;
+    pub fn listen_udp(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketAddr> {
+        let socket = self
+            .net
+            .bind_udp(addr, bind)
+            .map_err(|err| explain(err, addr))?;
         self.net.set_interest(socket, Interest::READ);
-        self.datagrams = Some((socket, DatagramEcho::default()));
+        self.datagrams.push((socket, DatagramEcho::default()));
         self.net.local_addr(socket)
-    }
-
-    /// A handle for another event loop, typically on another thread, to
-    /// serve this server's TCP listener with [`Server::adopt`]; the
-    /// connection limit counts the connections of both. Fails on hosts that
-    /// run a single event loop.
-    pub fn share(&self) -> io::Result<Share<N::SharedListener>> {
-        let listener = self
-            .listener
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no TCP listener to share"))?;
-        Ok(Share {
-            listener: self.net.share(listener)?,
-            config: self.config.clone(),
-            open_total: Arc::clone(&self.open_total),
-        })
-    }
-
-    /// Serves a listener shared by another server.
-    pub fn adopt(net: N, share: Share<N::SharedListener>) -> io::Result<Self> {
-        let mut server = Self::with_counter(net, share.config, share.open_total);
-        let listener = server.net.adopt(share.listener)?;
-        server.net.set_interest(listener, Interest::READ);
-        server.listener = Some(listener);
-        Ok(server)
-    }
-
-    /// The address served (with the real port when asked for port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        let socket = self.listener.or(self.datagrams.as_ref().map(|(id, _)| *id));
-        match socket {
-            Some(socket) => self.net.local_addr(socket),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, "no socket bound")),
-        }
     }
 
     /// The network the server runs on.
@@ -206,17 +154,14 @@ impl<N: Network> Server<N> {
         &mut self.net
     }
 
-    /// Connections currently open.
+    /// Connections this server has open now.
     pub fn open_connections(&self) -> usize {
         self.open
     }
 
     /// Echo bytes held in memory across all connections and datagrams.
     pub fn buffered_bytes(&self) -> usize {
-        let datagrams = self
-            .datagrams
-            .as_ref()
-            .map_or(0, |(_, echo)| echo.backlog());
+        let datagrams: usize = self.datagrams.iter().map(|(_, echo)| echo.backlog()).sum();
         let streams: usize = self
             .connections
             .iter()
@@ -229,73 +174,74 @@ impl<N: Network> Server<N> {
     /// Serves until `stop` is set (forever without one), then shuts down
     /// gracefully: stops accepting and receiving datagrams, lets open
     /// connections finish their echo for up to `grace`, closes the rest.
-    pub fn serve_until(&mut self, stop: Option<&AtomicBool>, grace: Duration) -> io::Result<Stats> {
+    pub fn serve_until(
+        &mut self,
+        clock: &impl Clock,
+        stop: Option<&AtomicBool>,
+        grace: Duration,
+    ) -> io::Result<Stats> {
         let Some(stop) = stop else {
             loop {
-                self.turn(None)?;
+                self.turn(clock, None)?;
             }
         };
         while !stop.load(Ordering::Relaxed) {
-            self.turn(Some(STOP_CHECK))?;
+            self.turn(clock, Some(STOP_CHECK))?;
         }
         self.stop_listening();
-        let deadline = self.net.now() + grace;
+        let deadline = clock.now() + grace;
         while self.open > 0 {
-            let left = deadline.saturating_sub(self.net.now());
+            let left = deadline.saturating_sub(clock.now());
             if left.is_zero() {
                 break;
             }
-            self.turn(Some(left))?;
+            self.turn(clock, Some(left))?;
         }
-        let now = self.net.now();
+        let now = clock.now();
         let open: Vec<SocketId> = (self.connections.iter().enumerate())
             .filter_map(|(key, conn)| conn.as_ref().map(|_| SocketId(key)))
             .collect();
         self.stats.cut_off += open.len() as u64;
         for id in open {
-            self.close(id, now, "shutdown timeout");
+            self.close(id, now, Closed::ShutdownTimeout);
         }
         Ok(self.stats)
     }
 
-    /// Closes the listener and the UDP socket; open connections go on.
+    /// Closes the listeners and the UDP sockets; open connections go on.
     fn stop_listening(&mut self) {
-        if let Some(listener) = self.listener.take() {
-            self.net.close(listener);
+        for listener in mem::take(&mut self.listeners) {
+            self.net.close(listener, Close::Orderly);
         }
-        if let Some((socket, echo)) = self.datagrams.take() {
+        for (socket, echo) in mem::take(&mut self.datagrams) {
             self.stats.datagrams += echo.echoed;
-            self.net.close(socket);
+            self.net.close(socket, Close::Orderly);
         }
         self.accept_paused_until = None;
     }
 
-    /// Waits for readiness (at most `max_wait`, if given) and does every bit
-    /// of work that is ready.
-    pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
-        let timeout = if self.again.is_empty() {
-            self.next_deadline()
-                .map(|deadline| deadline.saturating_sub(self.net.now()))
+    /// One turn of the event loop: waits for readiness (at most
+    /// `max_wait`, if given, and never past the server's own deadlines)
+    /// and does every bit of work that is ready.
+    pub fn turn(&mut self, clock: &impl Clock, max_wait: Option<Duration>) -> io::Result<()> {
+        let timeout = match self.again.is_empty() {
+            true => (self.next_deadline())
+                .map(|deadline| deadline.saturating_sub(clock.now()))
                 .into_iter()
                 .chain(max_wait)
-                .min()
-        } else {
-            Some(Duration::ZERO)
+                .min(),
+            false => Some(Duration::ZERO),
         };
         let mut ready = mem::take(&mut self.ready);
         ready.clear();
         self.net.wait(timeout, &mut ready)?;
         ready.append(&mut self.again);
-        let now = self.net.now();
+        let now = clock.now();
         for &id in &ready {
-            if Some(id) == self.listener {
-                self.accept(now);
-            } else if self
-                .datagrams
-                .as_ref()
-                .is_some_and(|(socket, _)| *socket == id)
-            {
-                self.echo_datagrams();
+            if self.listeners.contains(&id) {
+                self.accept(id, now);
+            } else if let Some(index) = self.datagrams.iter().position(|(s, _)| *s == id) {
+                self.echo_datagrams(index);
             } else {
                 self.drive(id, now);
             }
@@ -312,10 +258,7 @@ impl<N: Network> Server<N> {
             .min()
     }
 
-    fn accept(&mut self, now: Duration) {
-        let Some(listener) = self.listener else {
-            return;
-        };
+    fn accept(&mut self, listener: SocketId, now: Duration) {
         if self.accept_paused_until.is_some() {
             return;
         }
@@ -325,11 +268,13 @@ impl<N: Network> Server<N> {
                 Err(err) if would_block(&err) => return,
                 Err(err) if transient_accept_error(&err) => continue,
                 Err(err) => {
-                    self.log(
-                        LogLevel::Errors,
-                        format_args!("accept failed: {err}; pausing"),
-                    );
-                    self.net.set_interest(listener, Interest::NONE);
+                    self.observer.observe(Event::AcceptFailed {
+                        error: &err,
+                        pause: ACCEPT_BACKOFF,
+                    });
+                    for &listener in &self.listeners {
+                        self.net.set_interest(listener, Interest::NONE);
+                    }
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
@@ -338,38 +283,40 @@ impl<N: Network> Server<N> {
         self.again.push(listener);
     }
 
-    fn echo_datagrams(&mut self) {
-        let Some((socket, echo)) = &mut self.datagrams else {
-            return;
-        };
+    fn echo_datagrams(&mut self, index: usize) {
+        let (socket, echo) = &mut self.datagrams[index];
         let bound = self.config.max_backlog;
-        let (yielded, error) = echo.drive(&mut self.net, *socket, &mut self.scratch, bound);
-        if yielded {
+        let progress = echo.drive(
+            &mut self.net,
+            *socket,
+            &mut self.scratch,
+            bound,
+            &mut self.observer,
+        );
+        if progress == Progress::Yielded {
             self.again.push(*socket);
-        }
-        if let Some(err) = error {
-            self.log(LogLevel::Connections, format_args!("udp: {err}"));
         }
     }
 
     fn admit(&mut self, id: SocketId, peer: SocketAddr, now: Duration) {
-        let open = self.open_total.fetch_add(1, Ordering::Relaxed) + self.net.lingering();
+        let count = &self.open_total.0;
+        let open = count.fetch_add(1, Ordering::Relaxed) + self.net.lingering();
         if open >= self.config.max_connections {
-            self.open_total.fetch_sub(1, Ordering::Relaxed);
-            self.net.close(id);
-            self.log(
-                LogLevel::Connections,
-                format_args!("refused {peer}: --max-connections reached"),
-            );
+            count.fetch_sub(1, Ordering::Relaxed);
+            self.net.close(id, Close::Orderly);
+            self.observer.observe(Event::Refused {
+                peer,
+                limit: self.config.max_connections,
+            });
             return;
         }
         if self.connections.len() <= id.0 {
             self.connections.resize_with(id.0 + 1, || None);
         }
-        self.connections[id.0] = Some(Connection::new(peer, now));
+        self.connections[id.0] = Some(Connection::new(peer, now, self.capabilities.splice));
         self.open += 1;
         self.stats.connections += 1;
-        self.log(LogLevel::Connections, format_args!("open {peer}"));
+        self.observer.observe(Event::Opened { peer });
         self.drive(id, now);
     }
 
@@ -381,40 +328,43 @@ impl<N: Network> Server<N> {
         match conn.drive(&mut self.net, id, &mut self.scratch, bound, now) {
             Ok(Progress::Waiting) => {}
             Ok(Progress::Yielded) => self.again.push(id),
-            Ok(Progress::Finished) => self.close(id, now, "closed by peer"),
-            Err(err) => self.close(id, now, &err.to_string()),
+            Ok(Progress::Finished) => self.close(id, now, Closed::Finished),
+            Err(err) => self.close(id, now, Closed::Failed(&err)),
         }
     }
 
-    fn close(&mut self, id: SocketId, now: Duration, reason: &str) {
+    fn close(&mut self, id: SocketId, now: Duration, why: Closed<'_>) {
         let Some(conn) = self.connections.get_mut(id.0).and_then(Option::take) else {
             return;
         };
-        self.net.close(id);
+        self.net.close(id, Close::Orderly);
         self.open -= 1;
-        self.open_total.fetch_sub(1, Ordering::Relaxed);
+        self.open_total.0.fetch_sub(1, Ordering::Relaxed);
         self.stats.bytes += conn.echoed;
-        let seconds = now.saturating_sub(conn.opened).as_secs_f64();
-        self.log(
-            LogLevel::Connections,
-            format_args!(
-                "close {}: echoed {} bytes in {seconds:.3}s ({reason})",
-                conn.peer, conn.echoed
-            ),
-        );
+        self.observer.observe(Event::Closed {
+            peer: conn.peer,
+            echoed: conn.echoed,
+            lasted: now.saturating_sub(conn.opened),
+            why,
+        });
     }
 
     fn maintain(&mut self, now: Duration) {
-        if let (Some(until), Some(listener)) = (self.accept_paused_until, self.listener) {
+        if let Some(until) = self.accept_paused_until {
             if now >= until {
                 self.accept_paused_until = None;
-                self.net.set_interest(listener, Interest::READ);
-                self.again.push(listener);
+                for &listener in &self.listeners {
+                    self.net.set_interest(listener, Interest::READ);
+                    self.again.push(listener);
+                }
             }
         }
-        let (Some(idle), Some(sweep)) = (self.config.idle_timeout, self.next_idle_sweep) else {
+        let Some(idle) = self.config.idle_timeout else {
             return;
         };
+        let sweep = *self
+            .next_idle_sweep
+            .get_or_insert(now + sweep_interval(idle));
         if now < sweep {
             return;
         }
@@ -425,15 +375,9 @@ impl<N: Network> Server<N> {
             })
             .collect();
         for id in idle_ids {
-            self.close(id, now, "idle timeout");
+            self.close(id, now, Closed::IdleTimeout);
         }
         self.next_idle_sweep = Some(now + sweep_interval(idle));
-    }
-
-    fn log(&self, level: LogLevel, message: std::fmt::Arguments) {
-        if self.config.log >= level {
-            eprintln!("echokit: {message}");
-        }
     }
 }
 

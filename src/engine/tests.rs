@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::client::{EchoMismatch, Exchange};
+use crate::clock::Clock;
 use crate::net::loopback::{Loopback, LoopbackNetwork};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -26,8 +27,8 @@ fn server_echoing(
         Echo::Spliced => world.host(),
         Echo::Copied => world.host_without_splice(),
     };
-    let server = Server::bind(net, ANY_PORT, 1024, config).unwrap();
-    let addr = server.local_addr().unwrap();
+    let mut server = Server::new(net, config, ConnectionCount::default(), ());
+    let addr = server.listen_tcp(ANY_PORT, Bind::default()).unwrap();
     (server, addr)
 }
 
@@ -65,7 +66,7 @@ fn echo_all<N: Network>(
         if done.iter().all(|&done| done) {
             break;
         }
-        server.turn(Some(Duration::ZERO)).unwrap();
+        server.turn(world, Some(Duration::ZERO)).unwrap();
         let bound = server.config.max_backlog;
         for conn in server.connections.iter().flatten() {
             assert!(
@@ -141,7 +142,7 @@ fn never_reading_client(world: &Loopback, echo: Echo) -> (usize, usize) {
     };
     let (mut server, addr) = server_echoing(world, config, echo);
     let mut client = world.host();
-    let id = client.connect(addr).unwrap();
+    let id = client.connect(addr, None).unwrap();
     let input = payload(100_000, 3);
     let mut written = 0;
     for _ in 0..1000 {
@@ -150,7 +151,7 @@ fn never_reading_client(world: &Loopback, echo: Echo) -> (usize, usize) {
             Err(err) if would_block(&err) => {}
             Err(err) => panic!("{err}"),
         }
-        server.turn(Some(Duration::ZERO)).unwrap();
+        server.turn(world, Some(Duration::ZERO)).unwrap();
     }
     (server.buffered_bytes(), written)
 }
@@ -180,13 +181,13 @@ fn idle_connections_close_and_active_ones_stay() {
     };
     let (mut server, addr) = server(&world, config);
     let mut client = world.host();
-    let idle = client.connect(addr).unwrap();
-    let active = client.connect(addr).unwrap();
+    let idle = client.connect(addr, None).unwrap();
+    let active = client.connect(addr, None).unwrap();
     let mut buf = [0; 16];
     for _ in 0..20 {
         world.advance(Duration::from_millis(100));
         client.write(active, b"x").unwrap();
-        server.turn(Some(Duration::ZERO)).unwrap();
+        server.turn(&world, Some(Duration::ZERO)).unwrap();
         assert_eq!(client.read(active, &mut buf).unwrap(), 1);
     }
     // Two seconds passed: the idle one is gone (EOF), the active one is not.
@@ -204,15 +205,15 @@ fn idle_timeout_fires_while_the_server_sleeps() {
     };
     let (mut server, addr) = server(&world, config);
     let mut client = world.host();
-    client.connect(addr).unwrap();
-    server.turn(Some(Duration::ZERO)).unwrap();
+    client.connect(addr, None).unwrap();
+    server.turn(&world, Some(Duration::ZERO)).unwrap();
     assert_eq!(server.open_connections(), 1);
-    let start = world.host().now();
+    let start = world.now();
     while server.open_connections() > 0 {
         // No cap: the server sleeps until its own next deadline.
-        server.turn(None).unwrap();
+        server.turn(&world, None).unwrap();
     }
-    let waited = world.host().now() - start;
+    let waited = world.now() - start;
     assert!(waited >= Duration::from_secs(1) && waited <= Duration::from_millis(1250));
 }
 
@@ -225,15 +226,17 @@ fn connections_over_the_limit_are_closed_at_once() {
     };
     let (mut server, addr) = server(&world, config);
     let mut client = world.host();
-    let kept: Vec<_> = (0..2).map(|_| client.connect(addr).unwrap()).collect();
-    server.turn(Some(Duration::ZERO)).unwrap();
-    let extra = client.connect(addr).unwrap();
-    server.turn(Some(Duration::ZERO)).unwrap();
+    let kept: Vec<_> = (0..2)
+        .map(|_| client.connect(addr, None).unwrap())
+        .collect();
+    server.turn(&world, Some(Duration::ZERO)).unwrap();
+    let extra = client.connect(addr, None).unwrap();
+    server.turn(&world, Some(Duration::ZERO)).unwrap();
     let mut buf = [0; 8];
     assert_eq!(client.read(extra, &mut buf).unwrap(), 0, "refused by EOF");
     for id in kept {
         client.write(id, b"ok").unwrap();
-        server.turn(Some(Duration::ZERO)).unwrap();
+        server.turn(&world, Some(Duration::ZERO)).unwrap();
         assert_eq!(client.read(id, &mut buf).unwrap(), 2);
     }
     assert_eq!(server.open_connections(), 2);
@@ -244,10 +247,10 @@ fn a_vanished_peer_does_not_disturb_others() {
     let world = Loopback::with_buffer(1000);
     let (mut server, addr) = server(&world, Config::default());
     let mut client = world.host();
-    let rude = client.connect(addr).unwrap();
+    let rude = client.connect(addr, None).unwrap();
     client.write(rude, &payload(1000, 1)).unwrap();
-    server.turn(Some(Duration::ZERO)).unwrap();
-    client.close(rude);
+    server.turn(&world, Some(Duration::ZERO)).unwrap();
+    client.close(rude, Close::Orderly);
     let results = echo_all(&mut server, &world, addr, &[payload(50_000, 2)]);
     assert_eq!(results, [Ok(50_000)]);
     assert_eq!(server.open_connections(), 0);
@@ -262,7 +265,7 @@ fn against_fake_peer(
 ) -> Result<u64, EchoMismatch> {
     let world = Loopback::default();
     let mut peer = world.host();
-    let listener = peer.listen(ANY_PORT, 8).unwrap();
+    let listener = peer.listen(ANY_PORT, Bind::default()).unwrap();
     let addr = peer.local_addr(listener).unwrap();
     let mut client = world.host();
     let mut exchange = Exchange::connect(&mut client, addr, input).unwrap();
@@ -295,7 +298,7 @@ fn client_reports_the_first_wrong_byte() {
 
 #[test]
 fn client_reports_a_short_echo_at_its_end() {
-    let end = |peer: &mut LoopbackNetwork, conn| peer.close(conn);
+    let end = |peer: &mut LoopbackNetwork, conn| peer.close(conn, Close::Orderly);
     let mismatch = against_fake_peer(b"abcdef", b"abcde", end).unwrap_err();
     assert_eq!(mismatch.first_difference, 5);
 }
@@ -304,9 +307,13 @@ fn client_reports_a_short_echo_at_its_end() {
 fn listening_twice_on_one_address_is_address_in_use() {
     let world = Loopback::default();
     let (_server, addr) = server(&world, Config::default());
-    let err = Server::bind(world.host(), addr, 8, Config::default())
-        .err()
-        .unwrap();
+    let mut second = Server::new(
+        world.host(),
+        Config::default(),
+        ConnectionCount::default(),
+        (),
+    );
+    let err = second.listen_tcp(addr, Bind::default()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     assert!(err.to_string().contains("another server"), "{err}");
 }
@@ -314,18 +321,23 @@ fn listening_twice_on_one_address_is_address_in_use() {
 #[test]
 fn datagrams_come_back_whole_to_their_senders() {
     let world = Loopback::with_buffer(1 << 20);
-    let mut server = Server::new(world.host(), Config::default());
-    let addr = server.listen_udp(ANY_PORT).unwrap();
+    let mut server = Server::new(
+        world.host(),
+        Config::default(),
+        ConnectionCount::default(),
+        (),
+    );
+    let addr = server.listen_udp(ANY_PORT, Bind::default()).unwrap();
     let mut client = world.host();
-    let alice = client.bind_udp(ANY_PORT).unwrap();
-    let bob = client.bind_udp(ANY_PORT).unwrap();
+    let alice = client.bind_udp(ANY_PORT, Bind::default()).unwrap();
+    let bob = client.bind_udp(ANY_PORT, Bind::default()).unwrap();
     let sent: Vec<_> = (0..50).map(|i| payload(1 + i * 300, i as u8)).collect();
     for datagram in &sent {
         client.send_to(alice, datagram, addr).unwrap();
         client.send_to(bob, &datagram[..1], addr).unwrap();
     }
-    server.turn(Some(Duration::ZERO)).unwrap();
-    server.turn(Some(Duration::ZERO)).unwrap();
+    server.turn(&world, Some(Duration::ZERO)).unwrap();
+    server.turn(&world, Some(Duration::ZERO)).unwrap();
     let mut buf = vec![0; 65_536];
     for datagram in &sent {
         let (len, from) = client.recv_from(alice, &mut buf).unwrap();
@@ -339,11 +351,16 @@ fn datagrams_come_back_whole_to_their_senders() {
 #[test]
 fn tcp_and_udp_share_one_server() {
     let world = Loopback::default();
-    let mut server = Server::new(world.host(), Config::default());
-    let addr = server.listen_tcp(ANY_PORT, 8).unwrap();
-    assert_eq!(server.listen_udp(addr).unwrap(), addr);
+    let mut server = Server::new(
+        world.host(),
+        Config::default(),
+        ConnectionCount::default(),
+        (),
+    );
+    let addr = server.listen_tcp(ANY_PORT, Bind::default()).unwrap();
+    assert_eq!(server.listen_udp(addr, Bind::default()).unwrap(), addr);
     let mut client = world.host();
-    let udp = client.bind_udp(ANY_PORT).unwrap();
+    let udp = client.bind_udp(ANY_PORT, Bind::default()).unwrap();
     client.send_to(udp, b"ping", addr).unwrap();
     let results = echo_all(&mut server, &world, addr, &[b"over tcp".to_vec()]);
     assert_eq!(results, [Ok(8)]);

@@ -8,11 +8,11 @@
 //! around the in-memory [`loopback`](super::loopback) network, it lets tests
 //! and the fuzzer drive the real engine through faults deterministically.
 
-use super::{Interest, Network, SocketId, Spliced};
+use super::{Bind, Capabilities, Close, Interest, Network, SocketId, Spliced};
 use crate::hash::mix;
 use std::collections::HashSet;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// How often each fault strikes, in parts per thousand of the calls that
@@ -28,7 +28,8 @@ pub struct FaultRates {
     pub reset: u16,
     /// Accepts that fail with "too many open files".
     pub accept_failure: u16,
-    /// Splices refused as unsupported, so callers read and write instead.
+    /// Splices refused with `Unsupported`, so callers read and write
+    /// instead for that once.
     pub unspliced: u16,
 }
 
@@ -102,24 +103,16 @@ impl<N: Network> Faulty<N> {
 }
 
 impl<N: Network> Network for Faulty<N> {
-    type SharedListener = N::SharedListener;
-
-    const ABORTS: bool = N::ABORTS;
-
-    fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
-        self.inner.listen(addr, backlog)
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
 
-    fn share(&self, listener: SocketId) -> io::Result<Self::SharedListener> {
-        self.inner.share(listener)
+    fn listen(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
+        self.inner.listen(addr, bind)
     }
 
-    fn adopt(&mut self, listener: Self::SharedListener) -> io::Result<SocketId> {
-        self.inner.adopt(listener)
-    }
-
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
-        self.inner.connect(addr)
+    fn connect(&mut self, peer: SocketAddr, local: Option<IpAddr>) -> io::Result<SocketId> {
+        self.inner.connect(peer, local)
     }
 
     fn accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)> {
@@ -136,8 +129,8 @@ impl<N: Network> Network for Faulty<N> {
         self.inner.local_addr(id)
     }
 
-    fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
-        self.inner.bind_udp(addr)
+    fn bind_udp(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
+        self.inner.bind_udp(addr, bind)
     }
 
     fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -166,7 +159,10 @@ impl<N: Network> Network for Faulty<N> {
 
     fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
         if self.strikes(self.rates.unspliced) {
-            return Ok(Spliced::Unsupported);
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "splice refused (injected)",
+            ));
         }
         match self.io_fault(id) {
             Some(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Spliced::InputEmpty),
@@ -185,18 +181,13 @@ impl<N: Network> Network for Faulty<N> {
         self.inner.shutdown_write(id)
     }
 
-    fn close(&mut self, id: SocketId) {
+    fn close(&mut self, id: SocketId, how: Close) {
         self.reset.remove(&id);
-        self.inner.close(id);
+        self.inner.close(id, how);
     }
 
     fn lingering(&self) -> usize {
         self.inner.lingering()
-    }
-
-    fn abort(&mut self, id: SocketId) {
-        self.reset.remove(&id);
-        self.inner.abort(id);
     }
 
     fn set_interest(&mut self, id: SocketId, interest: Interest) {
@@ -205,9 +196,5 @@ impl<N: Network> Network for Faulty<N> {
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()> {
         self.inner.wait(timeout, ready)
-    }
-
-    fn now(&self) -> Duration {
-        self.inner.now()
     }
 }

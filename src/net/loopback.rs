@@ -6,12 +6,15 @@
 //! direction holds at most [`Loopback::with_buffer`] bytes, which makes
 //! backpressure easy to provoke.
 
-use super::{Interest, Network, SocketId, Spliced};
+use super::{
+    no_splice, nothing_to_wait_for, Bind, Capabilities, Close, Interest, Network, SocketId, Spliced,
+};
+use crate::clock::Clock;
 use slab::Slab;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -120,6 +123,14 @@ impl Loopback {
     }
 }
 
+/// The world's simulated time, which moves only when a host waits with
+/// nothing ready, or by [`Loopback::advance`].
+impl Clock for Loopback {
+    fn now(&self) -> Duration {
+        self.world.borrow().now
+    }
+}
+
 fn error(kind: io::ErrorKind) -> io::Error {
     kind.into()
 }
@@ -132,9 +143,22 @@ impl World {
         }
     }
 
-    fn ephemeral_addr(&mut self) -> SocketAddr {
+    /// A fresh port on `ip`.
+    fn ephemeral_addr(&mut self, ip: IpAddr) -> SocketAddr {
         self.next_port = self.next_port.checked_add(1).unwrap_or(40_000);
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.next_port))
+        SocketAddr::new(ip, self.next_port)
+    }
+
+    /// Whether any socket of `host` asks to be woken for anything.
+    fn has_interest(&self, host: usize) -> bool {
+        self.sockets.iter().any(|(_, socket)| {
+            let (owner, interest) = match socket {
+                Socket::Listener { host, interest, .. } => (*host, *interest),
+                Socket::Datagram { host, interest, .. } => (*host, *interest),
+                Socket::Stream(stream) => (stream.host, stream.interest),
+            };
+            owner == host && interest != Interest::NONE
+        })
     }
 
     fn is_ready(&self, key: usize, host: usize) -> bool {
@@ -177,12 +201,20 @@ impl LoopbackNetwork {
 }
 
 impl Network for LoopbackNetwork {
-    type SharedListener = std::convert::Infallible;
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: "loopback",
+            splice: self.splices,
+            reset: false,
+            threads: false,
+            lingering: false,
+        }
+    }
 
-    fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
+    fn listen(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
         let mut world = self.world.borrow_mut();
         let addr = if addr.port() == 0 {
-            SocketAddr::new(addr.ip(), world.ephemeral_addr().port())
+            world.ephemeral_addr(addr.ip())
         } else {
             addr
         };
@@ -193,14 +225,14 @@ impl Network for LoopbackNetwork {
             host: self.host,
             addr,
             pending: VecDeque::new(),
-            backlog: backlog as usize,
+            backlog: bind.backlog as usize,
             interest: Interest::NONE,
         });
         world.listeners.insert(addr, key);
         Ok(SocketId(key))
     }
 
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+    fn connect(&mut self, addr: SocketAddr, local: Option<IpAddr>) -> io::Result<SocketId> {
         let mut world = self.world.borrow_mut();
         let world = &mut *world;
         let listener = *world
@@ -216,7 +248,7 @@ impl Network for LoopbackNetwork {
             Socket::Listener { host, .. } => *host,
             _ => return Err(error(io::ErrorKind::ConnectionRefused)),
         };
-        let local = world.ephemeral_addr();
+        let local = world.ephemeral_addr(local.unwrap_or(Ipv4Addr::LOCALHOST.into()));
         let new_stream = |host, local| {
             Socket::Stream(Stream {
                 host,
@@ -265,10 +297,10 @@ impl Network for LoopbackNetwork {
         }
     }
 
-    fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+    fn bind_udp(&mut self, addr: SocketAddr, _bind: Bind) -> io::Result<SocketId> {
         let mut world = self.world.borrow_mut();
         let addr = if addr.port() == 0 {
-            SocketAddr::new(addr.ip(), world.ephemeral_addr().port())
+            world.ephemeral_addr(addr.ip())
         } else {
             addr
         };
@@ -358,7 +390,7 @@ impl Network for LoopbackNetwork {
 
     fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
         if !self.splices {
-            return Ok(Spliced::Unsupported);
+            return Err(no_splice());
         }
         let mut world = self.world.borrow_mut();
         let capacity = world.buffer;
@@ -398,7 +430,8 @@ impl Network for LoopbackNetwork {
         Ok(())
     }
 
-    fn close(&mut self, id: SocketId) {
+    /// Always in order: the loopback world has no resets.
+    fn close(&mut self, id: SocketId, _how: Close) {
         let mut world = self.world.borrow_mut();
         match world.sockets.try_remove(id.0) {
             Some(Socket::Listener { addr, pending, .. }) => {
@@ -422,6 +455,10 @@ impl Network for LoopbackNetwork {
         }
     }
 
+    fn lingering(&self) -> usize {
+        0
+    }
+
     fn set_interest(&mut self, id: SocketId, new: Interest) {
         match self.world.borrow_mut().sockets.get_mut(id.0) {
             Some(Socket::Listener { interest, .. } | Socket::Datagram { interest, .. }) => {
@@ -433,8 +470,10 @@ impl Network for LoopbackNetwork {
     }
 
     /// Reports every socket that is ready now, level-triggered. With nothing
-    /// ready, time jumps ahead by `timeout`; with no timeout either, that is
-    /// a deadlock and an error.
+    /// ready, time jumps ahead by `timeout`; with no timeout either, nothing
+    /// in this single-threaded world could change: that is a deadlock, an
+    /// error (`TimedOut`; `InvalidInput` as on every backend when no socket
+    /// is of interest at all).
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()> {
         let mut world = self.world.borrow_mut();
         let before = ready.len();
@@ -452,14 +491,11 @@ impl Network for LoopbackNetwork {
                 world.now += timeout;
                 Ok(())
             }
+            None if !world.has_interest(self.host) => Err(nothing_to_wait_for()),
             None => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "loopback deadlock: nothing is ready and nothing can change",
             )),
         }
-    }
-
-    fn now(&self) -> Duration {
-        self.world.borrow().now
     }
 }

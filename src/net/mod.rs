@@ -1,19 +1,31 @@
-//! The socket abstraction the engine is written against.
+//! Sockets as the engine sees them, and the backends that provide them.
 //!
-//! [`Network`] is deliberately small and readiness-based: every operation on
-//! a connection or datagram socket is non-blocking and reports
+//! [`Network`] is small and readiness-based: every operation on a
+//! connection or datagram socket is non-blocking and reports
 //! [`io::ErrorKind::WouldBlock`] when it cannot make progress, and
-//! [`Network::wait`] sleeps until some socket may be ready. Readiness is only
-//! a hint: callers retry operations after any wake-up and must tolerate
-//! spurious ones. That contract fits both `mio` (edge-triggered) and
-//! `wasi:io/poll` (level-triggered).
+//! [`Network::wait`] sleeps until some socket may be ready. Readiness is
+//! only a hint: callers retry after any wake-up and tolerate spurious ones.
+//! That contract fits edge-triggered epoll (through `mio`) and
+//! level-triggered `wasi:io/poll` alike. What a backend can do beyond the
+//! contract is data, [`Capabilities`], asked the same way of every backend.
 //!
-//! Backends:
-//! - `native`: std sockets made non-blocking, `mio` for readiness;
+//! `Network` has no provided methods: a backend or a middleware that leaves
+//! one out does not compile, so a wrapper cannot silently drop a call.
+//!
+//! Backends, one file each; this module is the only place that chooses
+//! one by the target it is built for:
+//! - `native`: the operating system's sockets (`socket2`), readiness from
+//!   `mio` (epoll on Linux);
 //! - `wasi`: WASI 0.2 sockets and pollables through the `wasi` crate;
-//! - [`loopback`]: an in-memory, deterministic network for tests.
+//! - `loopback` (feature `simulation`): in-memory and deterministic, for
+//!   tests.
+//!
+//! Middleware: `faults` (feature `simulation`) wraps any network and
+//! injects the faults real networks have.
 
+#[cfg(any(test, feature = "simulation"))]
 pub mod faults;
+#[cfg(any(test, feature = "simulation"))]
 pub mod loopback;
 
 #[cfg(not(target_os = "wasi"))]
@@ -21,15 +33,16 @@ mod native;
 #[cfg(target_os = "wasi")]
 mod wasi;
 
-#[cfg(target_os = "wasi")]
-pub use self::wasi::WasiNetwork as HostNetwork;
 #[cfg(not(target_os = "wasi"))]
-pub use native::NativeNetwork as HostNetwork;
+pub use native::{watch_termination, NativeNetwork as HostNetwork};
+#[cfg(target_os = "wasi")]
+pub use wasi::{watch_termination, WasiNetwork as HostNetwork};
+
+#[cfg(test)]
+mod contract;
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Names one socket owned by a [`Network`].
@@ -59,6 +72,31 @@ impl Interest {
         read: true,
         write: false,
     };
+    /// Wake-ups for reading and for room to write.
+    pub const BOTH: Interest = Interest {
+        read: true,
+        write: true,
+    };
+}
+
+/// What a backend can do beyond the [`Network`] contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The backend's name for messages: `epoll`, `wasi`, `loopback`...
+    pub name: &'static str,
+    /// [`Network::splice`] moves bytes from a socket's input to its output
+    /// without the caller copying them; without it, callers read and write.
+    pub splice: bool,
+    /// [`Close::Reset`] really resets the connection; without it the
+    /// connection closes in order.
+    pub reset: bool,
+    /// Several event loops may run at once, one per thread, each with a
+    /// network of its own, listening on the same ports
+    /// ([`PortSharing`]).
+    pub threads: bool,
+    /// The host may hold connections open after [`Network::close`]; they
+    /// are counted by [`Network::lingering`].
+    pub lingering: bool,
 }
 
 /// What one [`Network::splice`] did.
@@ -72,40 +110,66 @@ pub enum Spliced {
     InputEnded,
     /// The output cannot take a byte now.
     OutputFull,
-    /// This host cannot splice.
-    Unsupported,
+}
+
+/// How [`Network::close`] ends a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Sends what is left, then a FIN.
+    Orderly,
+    /// Drops anything unsent and resets the connection, so that neither
+    /// side keeps its address in TIME_WAIT; an orderly close on backends
+    /// without [`Capabilities::reset`].
+    Reset,
+}
+
+/// How a listening socket shares its port with the other event loops of
+/// the same server (on backends with [`Capabilities::threads`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortSharing {
+    /// The only socket on this port: anything else bound there is an
+    /// error.
+    Alone,
+    /// The first of a group: fails as [`PortSharing::Alone`] would if
+    /// anything already holds the port, then lets [`PortSharing::Join`]
+    /// sockets of this process bind it too; the kernel spreads incoming
+    /// connections (or datagrams, by sender) over the group.
+    First,
+    /// Joins the group a [`PortSharing::First`] socket opened.
+    Join,
+}
+
+/// A listening or bound socket's options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// Queue of connections waiting to be accepted (TCP listeners).
+    pub backlog: u32,
+    /// Whether other event loops bind the same port.
+    pub sharing: PortSharing,
+}
+
+impl Default for Bind {
+    fn default() -> Self {
+        Bind {
+            backlog: 1024,
+            sharing: PortSharing::Alone,
+        }
+    }
 }
 
 /// A host's TCP and UDP sockets, driven by readiness.
+///
+/// Addresses are taken as written: an IPv6 address (the wildcard `[::]`
+/// included) means IPv6 only, on every backend.
 pub trait Network {
-    /// A listener on its way to another network of the same kind, so that
-    /// several event loops (threads) can accept from one port. Hosts that
-    /// run a single event loop use [`std::convert::Infallible`] and keep
-    /// the default [`Network::share`] and [`Network::adopt`].
-    type SharedListener: Send + 'static;
+    /// What this backend can do beyond the contract.
+    fn capabilities(&self) -> Capabilities;
 
-    /// Whether [`Network::abort`] really resets connections.
-    const ABORTS: bool = false;
+    /// Binds `addr` and listens on it.
+    fn listen(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId>;
 
-    /// Binds `addr`, listens with `backlog`, and returns the listener.
-    fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId>;
-
-    /// Makes a handle on `listener` for another network to [`adopt`]; fails
-    /// with [`io::ErrorKind::Unsupported`] on hosts without threads.
-    ///
-    /// [`adopt`]: Network::adopt
-    fn share(&self, listener: SocketId) -> io::Result<Self::SharedListener> {
-        let _ = listener;
-        Err(single_event_loop())
-    }
-
-    /// Starts accepting from a listener shared by another network.
-    fn adopt(&mut self, listener: Self::SharedListener) -> io::Result<SocketId> {
-        let _ = listener;
-        Err(single_event_loop())
-    }
-
-    /// Starts connecting to `addr` without waiting for the peer.
+    /// Starts connecting to `peer` (from `local`, when given; port chosen
+    /// by the host) without waiting for the handshake.
     ///
     /// Until the connection is up, reads, writes and [`shutdown_write`]
     /// report `WouldBlock`; the socket reports writable once it is up or
@@ -114,7 +178,7 @@ pub trait Network {
     /// from the socket's next operation.
     ///
     /// [`shutdown_write`]: Network::shutdown_write
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId>;
+    fn connect(&mut self, peer: SocketAddr, local: Option<IpAddr>) -> io::Result<SocketId>;
 
     /// Accepts one pending connection, returning it and its peer address.
     fn accept(&mut self, listener: SocketId) -> io::Result<(SocketId, SocketAddr)>;
@@ -123,7 +187,7 @@ pub trait Network {
     fn local_addr(&self, id: SocketId) -> io::Result<SocketAddr>;
 
     /// Binds a UDP socket to `addr` (port 0 picks a free port).
-    fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<SocketId>;
+    fn bind_udp(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId>;
 
     /// Receives one datagram into `buf` (cut to `buf`'s length): its length
     /// and sender.
@@ -142,57 +206,43 @@ pub trait Network {
     /// output, taking only what the output accepts now, so that no byte is
     /// ever held in between.
     ///
-    /// Hosts where this saves copies and calls implement it (WASI:
-    /// `output-stream.splice`, one host call instead of a read, a
-    /// check-write and a write); the others keep this default, and callers
-    /// read and write instead.
-    fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
-        let _ = (id, max);
-        Ok(Spliced::Unsupported)
-    }
+    /// Only backends with [`Capabilities::splice`] splice; the others fail
+    /// with [`io::ErrorKind::Unsupported`]. A backend that splices may
+    /// still refuse one splice that way (the fault injector does), and
+    /// callers then read and write for that once.
+    fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced>;
 
     /// Half-closes the socket's sending side once everything written has
     /// been handed to the host; may report `WouldBlock` until then.
     fn shutdown_write(&mut self, id: SocketId) -> io::Result<()>;
 
     /// Closes a socket and forgets its id.
-    fn close(&mut self, id: SocketId);
+    fn close(&mut self, id: SocketId, how: Close);
 
     /// Connections closed with [`Network::close`] that the host still holds
-    /// open (the wasi backend cannot drop a stream whose peer does not read
-    /// its output); they count against a server's connection limit.
-    fn lingering(&self) -> usize {
-        0
-    }
-
-    /// Closes a connection with a reset instead of an orderly shutdown,
-    /// dropping anything unsent, so that neither side keeps its address in
-    /// TIME_WAIT. Hosts that cannot (WASI 0.2 has no `SO_LINGER`) keep this
-    /// default, an ordinary [`Network::close`].
-    fn abort(&mut self, id: SocketId) {
-        self.close(id);
-    }
+    /// open (always 0 without [`Capabilities::lingering`]); a server counts
+    /// them against its connection limit.
+    fn lingering(&self) -> usize;
 
     /// Sets which readiness events [`Network::wait`] reports for `id`.
     fn set_interest(&mut self, id: SocketId, interest: Interest);
 
     /// Waits up to `timeout` (forever if `None`) and appends to `ready` the
     /// sockets that may now make progress.
+    ///
+    /// With no socket interested in anything and no timeout, nothing could
+    /// ever end the wait: every backend then fails at once with
+    /// [`io::ErrorKind::InvalidInput`] rather than block forever. With a
+    /// timeout it sleeps that long.
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()>;
+}
 
-    /// Monotonic time since the network was created.
-    fn now(&self) -> Duration;
-
-    /// Sets `stop` when the host asks the program to terminate (SIGINT or
-    /// SIGTERM); a second request ends the process at once. Returns whether
-    /// the host can ask at all: hosts without signals keep this default.
-    fn on_termination(stop: &Arc<AtomicBool>) -> io::Result<bool>
-    where
-        Self: Sized,
-    {
-        let _ = stop;
-        Ok(false)
-    }
+/// The error of [`Network::wait`] with nothing to wait for and no timeout.
+fn nothing_to_wait_for() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "wait with no socket of interest and no timeout would never end",
+    )
 }
 
 /// The error for an id that names no socket of the kind an operation needs.
@@ -203,12 +253,11 @@ fn not_a(id: SocketId, what: &str) -> io::Error {
     )
 }
 
-/// The error of [`Network::share`] on hosts that run a single event loop.
-pub fn single_event_loop() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "this build has no threads and runs one event loop",
-    )
+/// The error of [`Network::splice`] on backends that cannot splice (all
+/// but the wasi one, and the loopback one when told).
+#[cfg(any(not(target_os = "wasi"), test, feature = "simulation"))]
+fn no_splice() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "this backend cannot splice")
 }
 
 /// Adds the likely cause and remedy to the listen and connect errors users
@@ -259,6 +308,15 @@ pub fn try_write<N: Network>(net: &mut N, id: SocketId, buf: &[u8]) -> io::Resul
     match net.write(id, buf) {
         Err(err) if would_block(&err) => Ok(0),
         result => result,
+    }
+}
+
+/// The wildcard address of `peer`'s family, port 0: where a client's UDP
+/// socket binds.
+pub fn any_local(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
     }
 }
 

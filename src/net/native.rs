@@ -1,25 +1,31 @@
-//! Native backend: std sockets in non-blocking mode, `mio` for readiness.
+//! Native backend: the operating system's sockets, created with `socket2`
+//! and driven through `mio`'s non-blocking wrappers, whose `Poll` is epoll
+//! on Linux (kqueue on the BSDs).
 
-use super::{not_a, Interest, Network, SocketId};
+use super::{
+    no_splice, not_a, nothing_to_wait_for, Bind, Capabilities, Close, Interest, Network,
+    PortSharing, SocketId, Spliced,
+};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
 use slab::Slab;
-use socket2::{Domain, SockRef, Socket as RawSocket, Type};
+use socket2::{Domain, SockAddr, SockRef, Socket as RawSocket, Type};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsFd;
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Sockets of the host operating system.
 pub struct NativeNetwork {
     poll: Poll,
     events: Events,
     sockets: Slab<Entry>,
-    epoch: Instant,
+    /// Sockets registered with the poll: with none and no timeout, a wait
+    /// could never end.
+    registered: usize,
 }
 
 struct Entry {
@@ -60,7 +66,7 @@ impl NativeNetwork {
             poll: Poll::new()?,
             events: Events::with_capacity(1024),
             sockets: Slab::new(),
-            epoch: Instant::now(),
+            registered: 0,
         })
     }
 
@@ -95,44 +101,116 @@ impl NativeNetwork {
     }
 }
 
-fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
-    let socket = RawSocket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    // Like the classic threaded echo server: a restarted server can rebind
-    // at once while old connections linger in TIME_WAIT.
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+/// A socket of `kind` bound to `addr` as `sharing` says: IPv6 addresses
+/// are IPv6 only whatever `net.ipv6.bindv6only` says, and a restarted
+/// server can rebind at once while old connections linger in TIME_WAIT.
+fn bound(addr: SocketAddr, kind: Type, sharing: PortSharing) -> io::Result<RawSocket> {
+    let addr = match sharing {
+        // Nothing else may hold the port, and a group must not be joined
+        // by accident: bind it alone first (which also picks port 0's
+        // port), then let the group in.
+        PortSharing::First => {
+            let alone = bound(addr, kind, PortSharing::Alone)?.local_addr()?;
+            alone.as_socket().unwrap_or(addr)
+        }
+        PortSharing::Alone | PortSharing::Join => addr,
+    };
+    let socket = RawSocket::new(Domain::for_address(addr), kind, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if kind == Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
+    if sharing != PortSharing::Alone {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Lets a client socket bound to an IP leave its port to `connect`, so
+/// that the 4-tuple, not the local port alone, must be unique: one source
+/// address then carries as many connections as there are ports on every
+/// peer, not one set of ephemeral ports in all.
+#[cfg(target_os = "linux")]
+fn bind_address_no_port(socket: &RawSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int of the size passed from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            std::ptr::from_ref(&on).cast(),
+            std::mem::size_of_val(&on) as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_address_no_port(_socket: &RawSocket) -> io::Result<()> {
+    Ok(())
+}
+
+/// Starts a non-blocking connect to `peer` from `local` (any port).
+fn connecting(peer: SocketAddr, local: IpAddr) -> io::Result<std::net::TcpStream> {
+    let socket = RawSocket::new(Domain::for_address(peer), Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    bind_address_no_port(&socket)?;
+    socket.bind(&SocketAddr::new(local, 0).into())?;
+    match socket.connect(&SockAddr::from(peer)) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(err) => return Err(err),
+    }
     Ok(socket.into())
 }
 
+/// Sets `stop` when SIGINT or SIGTERM arrives; a second one exits the
+/// process at once with 128 + the signal's number. Returns `true`: native
+/// hosts can ask a program to terminate.
+pub fn watch_termination(stop: &Arc<AtomicBool>) -> io::Result<bool> {
+    for signal in [SIGINT, SIGTERM] {
+        // The conditional exit must come first: it sees the flag as the
+        // earlier signal left it.
+        flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(stop))?;
+        flag::register(signal, Arc::clone(stop))?;
+    }
+    Ok(true)
+}
+
 impl Network for NativeNetwork {
-    type SharedListener = std::net::TcpListener;
-
-    const ABORTS: bool = true;
-
-    fn share(&self, listener: SocketId) -> io::Result<Self::SharedListener> {
-        match self.sockets.get(listener.0).map(|entry| &entry.socket) {
-            Some(Socket::Listener(listener)) => Ok(listener.as_fd().try_clone_to_owned()?.into()),
-            _ => Err(not_a(listener, "listener")),
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: "epoll",
+            splice: false,
+            reset: true,
+            threads: true,
+            lingering: false,
         }
     }
 
-    fn adopt(&mut self, listener: Self::SharedListener) -> io::Result<SocketId> {
-        listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(listener);
+    fn listen(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
+        let socket = bound(addr, Type::STREAM, bind.sharing)?;
+        socket.listen(i32::try_from(bind.backlog).unwrap_or(i32::MAX))?;
+        let listener = TcpListener::from_std(socket.into());
         Ok(self.insert(Socket::Listener(listener)))
     }
 
-    fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
-        let listener = TcpListener::from_std(bind_listener(addr, backlog)?);
-        Ok(self.insert(Socket::Listener(listener)))
-    }
-
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+    fn connect(&mut self, peer: SocketAddr, local: Option<IpAddr>) -> io::Result<SocketId> {
         // Non-blocking: while the handshake runs, reads and writes report
         // "would block" and a failure comes from the next of them.
-        let stream = TcpStream::connect(addr)?;
+        let stream = match local {
+            None => TcpStream::connect(peer)?,
+            Some(local) => TcpStream::from_std(connecting(peer, local)?),
+        };
         stream.set_nodelay(true)?;
         let id = self.insert(Socket::Stream(stream));
         self.sockets[id.0].connecting = true;
@@ -160,8 +238,9 @@ impl Network for NativeNetwork {
         }
     }
 
-    fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
-        let socket = UdpSocket::bind(addr)?;
+    fn bind_udp(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
+        let socket = bound(addr, Type::DGRAM, bind.sharing)?;
+        let socket = UdpSocket::from_std(socket.into());
         Ok(self.insert(Socket::Datagram(socket)))
     }
 
@@ -202,6 +281,10 @@ impl Network for NativeNetwork {
         self.stream(id)?.write(buf)
     }
 
+    fn splice(&mut self, _id: SocketId, _max: usize) -> io::Result<Spliced> {
+        Err(no_splice())
+    }
+
     fn shutdown_write(&mut self, id: SocketId) -> io::Result<()> {
         let Some(Entry {
             socket: Socket::Stream(stream),
@@ -231,24 +314,25 @@ impl Network for NativeNetwork {
         }
     }
 
-    fn close(&mut self, id: SocketId) {
-        if let Some(mut entry) = self.sockets.try_remove(id.0) {
-            if entry.interest != Interest::NONE {
-                // Dropping the socket would unregister it too; this keeps the
-                // poll's bookkeeping exact.
-                let _ = self.poll.registry().deregister(entry.socket.source());
-            }
+    fn close(&mut self, id: SocketId, how: Close) {
+        let Some(mut entry) = self.sockets.try_remove(id.0) else {
+            return;
+        };
+        if let (Close::Reset, Socket::Stream(stream)) = (how, &entry.socket) {
+            // A zero linger makes the close send a reset. If it cannot be
+            // set, the close is an orderly one, as on hosts without resets.
+            let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+        }
+        if entry.interest != Interest::NONE {
+            // Dropping the socket would unregister it too; this keeps the
+            // poll's bookkeeping exact.
+            let _ = self.poll.registry().deregister(entry.socket.source());
+            self.registered -= 1;
         }
     }
 
-    fn abort(&mut self, id: SocketId) {
-        if let Ok(stream) = self.stream(id) {
-            // A zero linger makes close send a reset. If it cannot be set,
-            // the close below is an ordinary one, which is what abort
-            // promises on hosts without resets.
-            let _ = SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
-        }
-        self.close(id);
+    fn lingering(&self) -> usize {
+        0
     }
 
     fn set_interest(&mut self, id: SocketId, interest: Interest) {
@@ -267,20 +351,29 @@ impl Network for NativeNetwork {
             (false, false) => None,
         };
         let source = entry.socket.source();
-        let result = match (entry.interest == Interest::NONE, wanted) {
-            (true, Some(wanted)) => registry.register(source, token, wanted),
-            (false, Some(wanted)) => registry.reregister(source, token, wanted),
-            (false, None) => registry.deregister(source),
-            (true, None) => Ok(()),
+        let was_registered = entry.interest != Interest::NONE;
+        let result = match (was_registered, wanted) {
+            (false, Some(wanted)) => registry.register(source, token, wanted),
+            (true, Some(wanted)) => registry.reregister(source, token, wanted),
+            (true, None) => registry.deregister(source),
+            (false, None) => Ok(()),
         };
         // Registration only fails for invalid descriptors; the next
         // operation on the socket reports that error to the caller.
         if result.is_ok() {
             entry.interest = interest;
+            match (was_registered, wanted.is_some()) {
+                (false, true) => self.registered += 1,
+                (true, false) => self.registered -= 1,
+                _ => {}
+            }
         }
     }
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()> {
+        if self.registered == 0 && timeout.is_none() {
+            return Err(nothing_to_wait_for());
+        }
         match self.poll.poll(&mut self.events, timeout) {
             Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
             result => result?,
@@ -296,19 +389,5 @@ impl Network for NativeNetwork {
             ready.push(SocketId(key));
         }
         Ok(())
-    }
-
-    fn now(&self) -> Duration {
-        self.epoch.elapsed()
-    }
-
-    fn on_termination(stop: &Arc<AtomicBool>) -> io::Result<bool> {
-        for signal in [SIGINT, SIGTERM] {
-            // The conditional exit must come first: it sees the flag as the
-            // earlier signal left it.
-            flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(stop))?;
-            flag::register(signal, Arc::clone(stop))?;
-        }
-        Ok(true)
     }
 }

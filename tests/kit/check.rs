@@ -1,9 +1,7 @@
 //! Running one echokit command and checking its outcome against the
 //! table's `expect`, with the `predicates` crate.
 
-use super::payload::sha256_hex;
 use super::table::{Expect, OutputCheck};
-use super::target::Target;
 use predicates::prelude::*;
 use predicates::BoxPredicate;
 use std::io::{Read, Write};
@@ -12,13 +10,15 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
+use testkit::payload::sha256_hex;
+use testkit::{Build, Target};
 
 /// Longest any single echokit client or failing server may run.
-pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(45);
+pub(crate) const PROCESS_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// What one echokit process did.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub what: String,
     pub code: Option<i32>,
     pub stdout: Vec<u8>,
@@ -28,13 +28,13 @@ pub struct Outcome {
 
 /// Runs `target ARGS` to completion (killed after `timeout`), with `stdin`
 /// as standard input (empty if `None`).
-pub fn run(
+pub(crate) fn run(
     target: &Target,
     args: &[String],
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Outcome, String> {
-    let mut cmd = target.assert_command()?;
+    let mut cmd = assert_cmd::Command::from_std(target.command()?);
     cmd.args(args)
         .timeout(timeout)
         .write_stdin(stdin.unwrap_or_default().to_vec());
@@ -53,7 +53,7 @@ pub fn run(
 }
 
 /// One command of [`run_together`]: what to run and its standard input.
-pub struct Invocation {
+pub(crate) struct Invocation {
     pub target: Target,
     pub args: Vec<String>,
     pub stdin: Vec<u8>,
@@ -65,7 +65,10 @@ pub struct Invocation {
 /// a command that reads its input to EOF before sending (as `echokit send
 /// --input -` does) is held until the others are ready too. Each is killed
 /// after `timeout`.
-pub fn run_together(invocations: &[Invocation], timeout: Duration) -> Result<Vec<Outcome>, String> {
+pub(crate) fn run_together(
+    invocations: &[Invocation],
+    timeout: Duration,
+) -> Result<Vec<Outcome>, String> {
     let mut children: Vec<(String, Child)> = Vec::new();
     for inv in invocations {
         let what = describe(&inv.target, &inv.args);
@@ -171,7 +174,7 @@ fn describe(target: &Target, args: &[String]) -> String {
     format!(
         "{} {}",
         match (target.build, target.network) {
-            (super::table::Build::Native, _) => "echokit",
+            (Build::Native, _) => "echokit",
             (_, true) => "wasmtime run -S inherit-network [--dir ...] echokit.wasm",
             (_, false) => "wasmtime run [--dir ...] echokit.wasm",
         },
@@ -180,7 +183,7 @@ fn describe(target: &Target, args: &[String]) -> String {
 }
 
 /// Checks an outcome: exit status, stdout, stderr, and the `--output` file.
-pub fn check(
+pub(crate) fn check(
     expect: &Expect,
     out: &Outcome,
     payload: &Arc<[u8]>,
@@ -231,7 +234,7 @@ pub fn check(
 }
 
 /// Builds the predicate an [`OutputCheck`] describes.
-pub fn predicate(check: &OutputCheck, payload: &Arc<[u8]>) -> BoxPredicate<[u8]> {
+pub(crate) fn predicate(check: &OutputCheck, payload: &Arc<[u8]>) -> BoxPredicate<[u8]> {
     let mut all: BoxPredicate<[u8]> = predicate::always().boxed();
     if check.is_empty {
         all = all
@@ -288,7 +291,7 @@ fn check_bytes(
 }
 
 /// Describes how `got` differs from `sent`.
-pub fn compare(sent: &[u8], got: &[u8]) -> String {
+pub(crate) fn compare(sent: &[u8], got: &[u8]) -> String {
     let first = sent.iter().zip(got).take_while(|(a, b)| a == b).count();
     if first == sent.len() && first == got.len() {
         return format!("identical ({} bytes)", sent.len());
@@ -303,7 +306,7 @@ pub fn compare(sent: &[u8], got: &[u8]) -> String {
 }
 
 /// Verifies an echo: identical bytes, reported by length, hash and offset.
-pub fn verify_echo(sent: &[u8], got: &[u8]) -> Result<(), String> {
+pub(crate) fn verify_echo(sent: &[u8], got: &[u8]) -> Result<(), String> {
     if sent == got {
         Ok(())
     } else {
@@ -312,7 +315,7 @@ pub fn verify_echo(sent: &[u8], got: &[u8]) -> Result<(), String> {
 }
 
 /// At most 400 bytes, lossily, for messages.
-pub fn preview(bytes: &[u8]) -> String {
+pub(crate) fn preview(bytes: &[u8]) -> String {
     let shown = &bytes[..bytes.len().min(400)];
     let mut s = format!("{:?}", String::from_utf8_lossy(shown));
     if bytes.len() > shown.len() {

@@ -2,27 +2,27 @@
 //! independent of echokit's own client code: TCP over `TcpStream`, UDP over
 //! `UdpSocket`.
 
-use crate::support::{self, EchoError};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
+use testkit::net::{self as support, EchoError};
 
 /// Socket timeout of every blocking std-client operation: a hung server
 /// fails the test instead of hanging it.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Connects with [`IO_TIMEOUT`] on reads and writes.
-pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+pub(crate) fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     support::connect(addr, IO_TIMEOUT, IO_TIMEOUT)
 }
 
 /// Sends `chunks` (one `write_all` each) while a second thread reads the
 /// echo; half-closes after the last chunk and returns everything read up
 /// to EOF.
-pub fn echo_chunks<C: AsRef<[u8]> + Sync>(
+pub(crate) fn echo_chunks<C: AsRef<[u8]> + Sync>(
     addr: SocketAddr,
     chunks: &[C],
 ) -> Result<Vec<u8>, String> {
@@ -61,13 +61,13 @@ pub fn echo_chunks<C: AsRef<[u8]> + Sync>(
 }
 
 /// Sends `payload` as one write and returns the echo read to EOF.
-pub fn echo(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn echo(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
     echo_chunks(addr, &[payload])
 }
 
 /// Writes `bytes` and reads exactly as many back (the connection stays
 /// open): proves the server is serving this connection right now.
-pub fn round_trip(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn round_trip(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
     support::round_trip(stream, bytes).map_err(|err| match err {
         EchoError::Write(err) => format!("std client: write: {err}"),
         EchoError::Read(err) => {
@@ -78,7 +78,7 @@ pub fn round_trip(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Whether a read error means the peer closed or reset the connection.
-pub fn is_closed_by_peer(err: &io::Error) -> bool {
+pub(crate) fn is_closed_by_peer(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::ConnectionReset
@@ -92,7 +92,7 @@ pub fn is_closed_by_peer(err: &io::Error) -> bool {
 /// as lost. There are no retransmits: on loopback nothing should be lost,
 /// so the wait is long enough to ride out a busy machine (a server stalled
 /// for a moment is not a lost datagram), and a loss costs only this wait.
-pub const UDP_ECHO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const UDP_ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Room for any datagram and one byte more, so that a too-long echo shows
 /// as too long rather than truncated to the expected length.
@@ -100,7 +100,7 @@ const UDP_BUFFER: usize = 65_536;
 
 /// A UDP socket on the loopback address of `server`'s family, unconnected:
 /// each echo's source is checked against the server's address by hand.
-pub fn udp_socket(server: SocketAddr) -> io::Result<UdpSocket> {
+pub(crate) fn udp_socket(server: SocketAddr) -> io::Result<UdpSocket> {
     let local = match server {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
@@ -113,7 +113,7 @@ pub fn udp_socket(server: SocketAddr) -> io::Result<UdpSocket> {
 
 /// Receives the echo of `datagram` on `socket` (within
 /// [`UDP_ECHO_TIMEOUT`]): it must come from `server` and be identical.
-pub fn udp_expect_echo(
+pub(crate) fn udp_expect_echo(
     socket: &UdpSocket,
     server: SocketAddr,
     datagram: &[u8],
@@ -131,7 +131,7 @@ pub fn udp_expect_echo(
 
 /// Receives one datagram (within [`UDP_ECHO_TIMEOUT`]) that must come from
 /// `server`: the echo of `what`, `len` bytes long.
-pub fn udp_receive(
+pub(crate) fn udp_receive(
     socket: &UdpSocket,
     server: SocketAddr,
     len: usize,
@@ -162,7 +162,7 @@ pub fn udp_receive(
 /// Sends `payload` to a UDP echo server in datagrams of `datagram_size`
 /// bytes, one at a time, each waiting for its echo; returns the echoes
 /// concatenated. A lost, changed or foreign echo fails at once.
-pub fn udp_echo(
+pub(crate) fn udp_echo(
     server: SocketAddr,
     payload: &[u8],
     datagram_size: usize,
@@ -183,7 +183,7 @@ pub fn udp_echo(
 
 /// What a windowed UDP burst saw.
 #[derive(Debug, Default)]
-pub struct BurstReport {
+pub(crate) struct BurstReport {
     pub datagrams: usize,
     pub window: usize,
     /// Datagrams sent (all of them unless the burst ran out of time).
@@ -205,7 +205,7 @@ pub struct BurstReport {
 
 impl BurstReport {
     /// Whether every datagram came back once, intact, from the server.
-    pub fn clean(&self) -> bool {
+    pub(crate) fn clean(&self) -> bool {
         self.sent == self.datagrams
             && self.lost == 0
             && self.duplicated == 0
@@ -253,7 +253,7 @@ enum Fate {
 /// and counts as lost. The whole burst stops after `limit`; the datagrams
 /// not sent by then are reported (`sent` < `datagrams`). Datagrams must be
 /// distinct, since echoes are matched by content.
-pub fn udp_burst(
+pub(crate) fn udp_burst(
     server: SocketAddr,
     datagrams: &[&[u8]],
     window: usize,
@@ -362,7 +362,7 @@ pub fn udp_burst(
 /// Sends one datagram to `closed` over a connected UDP socket and returns
 /// the error its receive meets (Linux reports the ICMP port-unreachable as
 /// `ConnectionRefused` on a connected socket).
-pub fn udp_refused(closed: SocketAddr) -> Result<io::Error, String> {
+pub(crate) fn udp_refused(closed: SocketAddr) -> Result<io::Error, String> {
     let socket = udp_socket(closed).map_err(|err| format!("std UDP client: bind: {err}"))?;
     socket
         .connect(closed)

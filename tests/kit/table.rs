@@ -4,37 +4,19 @@
 use serde::Deserialize;
 use std::fmt;
 use std::path::Path;
+pub(crate) use testkit::Build;
 
 /// The whole table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Table {
+pub(crate) struct Table {
     pub scenario: Vec<Scenario>,
-}
-
-/// A build of echokit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Build {
-    /// The cargo-built binary.
-    Native,
-    /// `echokit.wasm` run by wasmtime.
-    Wasm,
-}
-
-impl fmt::Display for Build {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Build::Native => "native",
-            Build::Wasm => "wasm",
-        })
-    }
 }
 
 /// A client column: an echokit build's `send`, or the kit's std client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Column {
+pub(crate) enum Column {
     Native,
     Wasm,
     Std,
@@ -42,7 +24,7 @@ pub enum Column {
 
 impl Column {
     /// The echokit build behind this column, `None` for the std client.
-    pub fn build(self) -> Option<Build> {
+    pub(crate) fn build(self) -> Option<Build> {
         match self {
             Column::Native => Some(Build::Native),
             Column::Wasm => Some(Build::Wasm),
@@ -64,7 +46,7 @@ impl fmt::Display for Column {
 /// Which driver runs a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     Echo,
     ManySmall,
     Concurrent,
@@ -86,7 +68,7 @@ pub enum Kind {
 /// One entry of the table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Scenario {
+pub(crate) struct Scenario {
     pub name: String,
     pub about: String,
     pub kind: Kind,
@@ -140,14 +122,14 @@ fn default_listen() -> String {
 /// What to feed a client's standard input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stdin {
+pub(crate) enum Stdin {
     Payload,
 }
 
 /// Where a payload comes from.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Payload {
+pub(crate) struct Payload {
     /// A file under `fixtures/`.
     pub file: Option<String>,
     /// Or a generator run at test time.
@@ -162,7 +144,7 @@ pub struct Payload {
 /// Deterministic payload generators (tests/kit/payload.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Generator {
+pub(crate) enum Generator {
     Random,
     Messages,
 }
@@ -170,7 +152,7 @@ pub enum Generator {
 /// Expected outcome of one echokit invocation.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Expect {
+pub(crate) struct Expect {
     pub exit: Option<i32>,
     #[serde(default)]
     pub exit_any_of: Vec<i32>,
@@ -186,7 +168,7 @@ pub struct Expect {
 
 impl Expect {
     /// Whether `code` is an accepted exit status.
-    pub fn accepts_exit(&self, code: Option<i32>) -> bool {
+    pub(crate) fn accepts_exit(&self, code: Option<i32>) -> bool {
         let Some(code) = code else { return false };
         if self.exit_nonzero && code != 0 {
             return true;
@@ -195,7 +177,7 @@ impl Expect {
     }
 
     /// The accepted exit statuses, for messages.
-    pub fn describe_exit(&self) -> String {
+    pub(crate) fn describe_exit(&self) -> String {
         let mut parts = Vec::new();
         if let Some(code) = self.exit {
             parts.push(code.to_string());
@@ -211,7 +193,7 @@ impl Expect {
 /// Predicates on one output (see tests/kit/check.rs).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OutputCheck {
+pub(crate) struct OutputCheck {
     #[serde(default)]
     pub is_empty: bool,
     #[serde(default)]
@@ -227,7 +209,7 @@ pub struct OutputCheck {
 /// Numbers a driver needs; each driver says which it requires.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Params {
+pub(crate) struct Params {
     pub connections: Option<usize>,
     pub threads: Option<usize>,
     pub slow_bytes: Option<usize>,
@@ -272,7 +254,7 @@ pub(crate) use param;
 /// A declared difference between builds, with its reason.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Deviation {
+pub(crate) struct Deviation {
     /// Client columns it applies to (empty: any).
     #[serde(default)]
     pub clients: Vec<Column>,
@@ -289,7 +271,7 @@ pub struct Deviation {
 
 impl Deviation {
     /// Whether this deviation covers the pairing.
-    pub fn applies(&self, server: Option<Build>, client: Option<Column>) -> bool {
+    pub(crate) fn applies(&self, server: Option<Build>, client: Option<Column>) -> bool {
         let server_ok =
             self.servers.is_empty() || server.is_some_and(|s| self.servers.contains(&s));
         let client_ok =
@@ -299,7 +281,7 @@ impl Deviation {
 }
 
 /// Reads and checks the table.
-pub fn load(path: &Path) -> Result<Table, String> {
+pub(crate) fn load(path: &Path) -> Result<Table, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
     let table: Table = toml::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))?;

@@ -16,7 +16,7 @@ use wit_parser::{Resolve, WorldItem};
 
 /// Checks that every top-level import of `wasm` is an import of world
 /// `world` of package `package` in `wit_dir`.
-pub fn check_imports(
+pub(crate) fn check_imports(
     wasm: &Path,
     wit_dir: &Path,
     package: &str,

@@ -1,20 +1,22 @@
-//! WASI 0.2 backend: `wasi:sockets/tcp` sockets, `wasi:io` streams, and one
-//! `wasi:io/poll::poll` call over every interesting pollable as the event loop.
+//! WASI 0.2 backend: `wasi:sockets` TCP and UDP sockets, `wasi:io`
+//! streams, and one `wasi:io/poll::poll` over every interesting pollable
+//! as the event loop (in [`poll`]).
 //!
 //! WASI resources have parents: a pollable borrows the stream or socket it
 //! came from, and a socket's streams are its children. Dropping a parent
 //! first makes the runtime trap ("resource has children"), so the structs
 //! below declare children before parents: Rust drops fields in order.
 
-use super::{not_a, Interest, Network, SocketId, Spliced};
-use ::wasi::clocks::monotonic_clock;
-use ::wasi::io::poll::{self, Pollable};
+mod convert;
+mod poll;
+
+use self::convert::{family, from_wasi_addr, stream_error, to_io, to_wasi_addr};
+use self::poll::HostBudget;
+use super::{not_a, Bind, Capabilities, Close, Interest, Network, PortSharing, SocketId, Spliced};
+use ::wasi::io::poll::Pollable;
 use ::wasi::io::streams::{InputStream, OutputStream, StreamError};
 use ::wasi::sockets::instance_network::instance_network;
-use ::wasi::sockets::network::{
-    ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress,
-    Network as WasiNet,
-};
+use ::wasi::sockets::network::{ErrorCode, Network as WasiNet};
 use ::wasi::sockets::tcp::{ShutdownType, TcpSocket};
 use ::wasi::sockets::tcp_create_socket::create_tcp_socket;
 use ::wasi::sockets::udp::{
@@ -23,8 +25,10 @@ use ::wasi::sockets::udp::{
 use ::wasi::sockets::udp_create_socket::create_udp_socket;
 use slab::Slab;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Sockets granted to this component by its WASI runtime.
 pub struct WasiNetwork {
@@ -37,7 +41,6 @@ pub struct WasiNetwork {
     lingering: Vec<Stream>,
     network: WasiNet,
     budget: HostBudget,
-    epoch: Instant,
 }
 
 struct Entry {
@@ -152,7 +155,6 @@ impl WasiNetwork {
             lingering: Vec::new(),
             network: instance_network(),
             budget: HostBudget::default(),
-            epoch: Instant::now(),
         })
     }
 
@@ -173,33 +175,6 @@ impl WasiNetwork {
         }
     }
 
-    /// Reports the sockets whose pollables `poll` found ready, once per
-    /// socket in a row, forgets what it knew about drained streams, and
-    /// drops the lingering streams whose output is now writable.
-    fn mark_ready(&mut self, found: &[Owner], ready: &mut Vec<SocketId>) {
-        let mut writable_lingering = Vec::new();
-        for &owner in found {
-            let (id, readable) = match owner {
-                Owner::Socket(id, readable) => (id, readable),
-                Owner::Lingering(index) => {
-                    writable_lingering.push(index);
-                    continue;
-                }
-            };
-            if let (true, Ok(stream)) = (readable, self.stream(id)) {
-                stream.drained = false;
-            }
-            if ready.last() != Some(&id) {
-                ready.push(id);
-            }
-        }
-        // Highest index first, so that each removal leaves the next in place.
-        writable_lingering.sort_unstable_by(|a, b| b.cmp(a));
-        for index in writable_lingering {
-            self.lingering.swap_remove(index);
-        }
-    }
-
     fn datagram(&self, id: SocketId) -> io::Result<&Datagram> {
         match self.sockets.get(id.0) {
             Some(Entry {
@@ -211,23 +186,6 @@ impl WasiNetwork {
     }
 }
 
-fn family(addr: SocketAddr) -> IpAddressFamily {
-    match addr {
-        SocketAddr::V4(_) => IpAddressFamily::Ipv4,
-        SocketAddr::V6(_) => IpAddressFamily::Ipv6,
-    }
-}
-
-/// Whose pollable one entry of a poll list is.
-#[derive(Clone, Copy, Debug)]
-enum Owner {
-    /// A socket's: its read (or accept) pollable when `true`, else its
-    /// write pollable.
-    Socket(SocketId, bool),
-    /// The output of `lingering[index]`.
-    Lingering(usize),
-}
-
 /// Finishes a two-phase WASI operation, waiting on `ready` as needed.
 fn finish<T>(ready: impl Fn() -> Pollable, op: impl Fn() -> Result<T, ErrorCode>) -> io::Result<T> {
     loop {
@@ -237,10 +195,6 @@ fn finish<T>(ready: impl Fn() -> Pollable, op: impl Fn() -> Result<T, ErrorCode>
         }
     }
 }
-
-/// Socket operations (and ready pollables) allowed between two refills of
-/// the host's budget; tokio's budget is 128.
-const BUDGET: usize = 96;
 
 /// How much one read asks for, adapted to what the peer sends.
 ///
@@ -275,114 +229,6 @@ impl Default for ReadSize {
     }
 }
 
-/// Pollables one `poll` call looks at when many sockets wait at once.
-const POLL_CHUNK: usize = 100;
-
-/// Keeps wasmtime's tokio budget from running dry under the guest.
-///
-/// Wasmtime up to at least 48 runs the whole guest as one tokio task whose
-/// cooperative budget (128 operations) is shared by `poll` and by every
-/// socket call: once it is spent, `check-write` reports 0 and reads return
-/// nothing for every socket until the task yields, which with always-ready
-/// pollables is never (a livelock at a few hundred busy connections, or
-/// connections served unfairly; wasmtime issue 14174, fixed upstream by
-/// opting those calls out of the budget). Waiting on an already-expired
-/// timer makes wasmtime yield to tokio, which refills the budget; doing it
-/// every [`BUDGET`] operations keeps every call honest at the cost of one
-/// host call per hundred.
-#[derive(Default)]
-struct HostBudget {
-    spent: usize,
-}
-
-impl HostBudget {
-    /// Accounts for `units` operations about to be done (or just done, for
-    /// a poll's ready pollables).
-    fn spend(&mut self, units: usize) {
-        self.spent += units;
-        if self.spent >= BUDGET {
-            self.refill();
-            self.spent = units.min(BUDGET);
-        }
-    }
-
-    /// Lets wasmtime yield to tokio now, which refills the budget.
-    fn refill(&mut self) {
-        monotonic_clock::subscribe_duration(0).block();
-        self.spent = 0;
-    }
-}
-
-fn to_io(code: ErrorCode) -> io::Error {
-    use io::ErrorKind as Kind;
-    let kind = match code {
-        ErrorCode::AccessDenied => {
-            return io::Error::new(
-                Kind::PermissionDenied,
-                "network access denied by the WebAssembly runtime; \
-                 run it with `wasmtime run -S inherit-network` \
-                 (and without -S tcp=n or -S udp=n)",
-            )
-        }
-        ErrorCode::WouldBlock => Kind::WouldBlock,
-        ErrorCode::AddressInUse => Kind::AddrInUse,
-        ErrorCode::AddressNotBindable => Kind::AddrNotAvailable,
-        ErrorCode::ConnectionRefused => Kind::ConnectionRefused,
-        ErrorCode::ConnectionReset => Kind::ConnectionReset,
-        ErrorCode::ConnectionAborted => Kind::ConnectionAborted,
-        ErrorCode::InvalidArgument => Kind::InvalidInput,
-        ErrorCode::NotSupported => Kind::Unsupported,
-        ErrorCode::OutOfMemory => Kind::OutOfMemory,
-        ErrorCode::Timeout => Kind::TimedOut,
-        _ => return io::Error::other(code.message()),
-    };
-    kind.into()
-}
-
-/// Stream errors carry no error code in WASI 0.2.12's bindings, and their
-/// debug string can hold a whole host backtrace: say what it means instead.
-fn stream_error(err: StreamError) -> io::Error {
-    match err {
-        StreamError::Closed => io::ErrorKind::BrokenPipe.into(),
-        StreamError::LastOperationFailed(_) => io::ErrorKind::ConnectionReset.into(),
-    }
-}
-
-fn to_wasi_addr(addr: SocketAddr) -> IpSocketAddress {
-    match addr {
-        SocketAddr::V4(v4) => {
-            let [a, b, c, d] = v4.ip().octets();
-            IpSocketAddress::Ipv4(Ipv4SocketAddress {
-                port: v4.port(),
-                address: (a, b, c, d),
-            })
-        }
-        SocketAddr::V6(v6) => {
-            let [a, b, c, d, e, f, g, h] = v6.ip().segments();
-            IpSocketAddress::Ipv6(Ipv6SocketAddress {
-                port: v6.port(),
-                flow_info: v6.flowinfo(),
-                address: (a, b, c, d, e, f, g, h),
-                scope_id: v6.scope_id(),
-            })
-        }
-    }
-}
-
-fn from_wasi_addr(addr: IpSocketAddress) -> SocketAddr {
-    match addr {
-        IpSocketAddress::Ipv4(v4) => {
-            let (a, b, c, d) = v4.address;
-            SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), v4.port).into()
-        }
-        IpSocketAddress::Ipv6(v6) => {
-            let (a, b, c, d, e, f, g, h) = v6.address;
-            let ip = Ipv6Addr::new(a, b, c, d, e, f, g, h);
-            SocketAddrV6::new(ip, v6.port, v6.flow_info, v6.scope_id).into()
-        }
-    }
-}
-
 impl Drop for WasiNetwork {
     /// Leaves the streams that would make the drop wait (see
     /// [`WasiNetwork::lingering`]) to the runtime, which frees every
@@ -399,17 +245,50 @@ impl Drop for WasiNetwork {
     }
 }
 
-impl Network for WasiNetwork {
-    type SharedListener = std::convert::Infallible;
+/// The error for port sharing, which needs threads this build lacks.
+fn single_event_loop() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this build has no threads and runs one event loop",
+    )
+}
 
-    fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketId> {
+/// A WASI 0.2 component cannot be asked to terminate: there are no
+/// signals. Returns `false` and never sets `stop`.
+pub fn watch_termination(_stop: &Arc<AtomicBool>) -> io::Result<bool> {
+    Ok(false)
+}
+
+impl WasiNetwork {
+    /// A TCP socket of `addr`'s family bound to `addr`.
+    fn bound_tcp(&self, addr: SocketAddr) -> io::Result<TcpSocket> {
         let socket = create_tcp_socket(family(addr)).map_err(to_io)?;
         socket
             .start_bind(&self.network, to_wasi_addr(addr))
             .map_err(to_io)?;
         finish(|| socket.subscribe(), || socket.finish_bind())?;
+        Ok(socket)
+    }
+}
+
+impl Network for WasiNetwork {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: "wasi",
+            splice: true,
+            reset: false,
+            threads: false,
+            lingering: true,
+        }
+    }
+
+    fn listen(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
+        if bind.sharing != PortSharing::Alone {
+            return Err(single_event_loop());
+        }
+        let socket = self.bound_tcp(addr)?;
         socket
-            .set_listen_backlog_size(backlog.into())
+            .set_listen_backlog_size(bind.backlog.into())
             .map_err(to_io)?;
         socket.start_listen().map_err(to_io)?;
         finish(|| socket.subscribe(), || socket.finish_listen())?;
@@ -420,10 +299,13 @@ impl Network for WasiNetwork {
         Ok(self.insert(Socket::Listener(listener)))
     }
 
-    fn connect(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
-        let socket = create_tcp_socket(family(addr)).map_err(to_io)?;
+    fn connect(&mut self, peer: SocketAddr, local: Option<IpAddr>) -> io::Result<SocketId> {
+        let socket = match local {
+            Some(local) => self.bound_tcp(SocketAddr::new(local, 0))?,
+            None => create_tcp_socket(family(peer)).map_err(to_io)?,
+        };
         socket
-            .start_connect(&self.network, to_wasi_addr(addr))
+            .start_connect(&self.network, to_wasi_addr(peer))
             .map_err(to_io)?;
         let link = Link::Connecting(socket.subscribe());
         Ok(self.insert(Socket::Stream(Stream::new(socket, link))))
@@ -466,7 +348,10 @@ impl Network for WasiNetwork {
         socket.local_address().map(from_wasi_addr).map_err(to_io)
     }
 
-    fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<SocketId> {
+    fn bind_udp(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
+        if bind.sharing != PortSharing::Alone {
+            return Err(single_event_loop());
+        }
         let socket = create_udp_socket(family(addr)).map_err(to_io)?;
         socket
             .start_bind(&self.network, to_wasi_addr(addr))
@@ -600,7 +485,8 @@ impl Network for WasiNetwork {
         stream.socket.shutdown(ShutdownType::Send).map_err(to_io)
     }
 
-    fn close(&mut self, id: SocketId) {
+    /// Always in order: WASI 0.2 has no `SO_LINGER`, so no reset.
+    fn close(&mut self, id: SocketId, _how: Close) {
         if let Some(Entry {
             socket: Socket::Stream(stream),
             ..
@@ -623,87 +509,6 @@ impl Network for WasiNetwork {
     }
 
     fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<SocketId>) -> io::Result<()> {
-        let mut pollables: Vec<&Pollable> = Vec::new();
-        let mut owners: Vec<Owner> = Vec::new();
-        for (key, entry) in &self.sockets {
-            let Interest { read, write } = entry.interest;
-            let (on_read, on_write) = match &entry.socket {
-                Socket::Listener(listener) => (read.then_some(&listener.acceptable), None),
-                Socket::Stream(stream) => match &stream.link {
-                    Link::Connected(streams) => (
-                        read.then_some(&streams.readable),
-                        write.then_some(&streams.writable),
-                    ),
-                    // Established or failed: either way the socket can go on.
-                    Link::Connecting(done) => ((read || write).then_some(done), None),
-                },
-                Socket::Datagram(datagram) => (
-                    read.then_some(&datagram.receivable),
-                    write.then_some(&datagram.sendable),
-                ),
-            };
-            if let Some(on_read) = on_read {
-                pollables.push(on_read);
-                owners.push(Owner::Socket(SocketId(key), true));
-            }
-            if let Some(on_write) = on_write {
-                pollables.push(on_write);
-                owners.push(Owner::Socket(SocketId(key), false));
-            }
-        }
-        for (index, stream) in self.lingering.iter().enumerate() {
-            if let Link::Connected(streams) = &stream.link {
-                pollables.push(&streams.writable);
-                owners.push(Owner::Lingering(index));
-            }
-        }
-        if pollables.len() > POLL_CHUNK {
-            // Wasmtime checks a poll list in its own order and only up to
-            // its budget: with hundreds of sockets ready at once the same
-            // ones would win every time. Look at every chunk with a fresh
-            // budget, without blocking.
-            let now = monotonic_clock::subscribe_duration(0);
-            let mut found = Vec::new();
-            for (pollables, owners) in pollables.chunks(POLL_CHUNK).zip(owners.chunks(POLL_CHUNK)) {
-                self.budget.refill();
-                let mut list = pollables.to_vec();
-                list.push(&now);
-                let ready_indices = poll::poll(&list);
-                self.budget.spend(ready_indices.len());
-                found.extend(ready_indices.iter().filter_map(|&i| owners.get(i as usize)));
-            }
-            if !found.is_empty() {
-                drop(pollables);
-                self.mark_ready(&found, ready);
-                return Ok(());
-            }
-        }
-        let timer = timeout.map(|timeout| {
-            let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-            monotonic_clock::subscribe_duration(nanos)
-        });
-        if let Some(timer) = &timer {
-            pollables.push(timer);
-        }
-        if pollables.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "wait called with nothing to wait for",
-            ));
-        }
-        let ready_indices = poll::poll(&pollables);
-        drop(pollables);
-        drop(timer);
-        // Each ready pollable used a unit of the budget.
-        self.budget.spend(ready_indices.len());
-        let found: Vec<Owner> = (ready_indices.iter())
-            .filter_map(|&i| owners.get(i as usize).copied())
-            .collect();
-        self.mark_ready(&found, ready);
-        Ok(())
-    }
-
-    fn now(&self) -> Duration {
-        self.epoch.elapsed()
+        self.wait_ready(timeout, ready)
     }
 }

@@ -1,0 +1,144 @@
+//! The command line, the same for the native and the WebAssembly build:
+//! the arguments (clap derive), one module per subcommand, and the words
+//! and exit statuses users see.
+
+mod bench;
+mod files;
+mod log;
+mod send;
+mod serve;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use echokit::{bench as load, client};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit status when the echo differed from what was sent.
+const EXIT_MISMATCH: u8 = 1;
+/// Exit status for usage errors (bad arguments), as clap reports them.
+const EXIT_USAGE: u8 = 2;
+/// Exit status for network and I/O errors: address in use, permission
+/// denied, connection refused or reset, unreadable input.
+const EXIT_FAILURE: u8 = 3;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  the echo differed from what was sent, or datagrams were lost
+  2  usage error (bad arguments)
+  3  network or I/O error (address in use, permission denied, connection refused, ...)
+The WebAssembly build exits 1 for every failure: a WASI 0.2 exit carries only success or failure.";
+
+/// RFC 862 echo server and client, one codebase for native and WebAssembly (WASI 0.2).
+#[derive(Debug, Parser)]
+#[command(name = "echokit", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve echo over TCP (default) and/or UDP: every byte received is sent back.
+    Serve(serve::ServeArgs),
+    /// Send input to an echo server and check that it all comes back.
+    Send(send::SendArgs),
+    /// Load an echo server and check every echoed byte.
+    Bench(bench::BenchArgs),
+}
+
+/// Parses the command line, runs the subcommand, and reports how it went.
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(usage) = err.downcast_ref::<clap::Error>() {
+                let _ = usage.print();
+                return ExitCode::from(EXIT_USAGE);
+            }
+            eprintln!("echokit: {err:#}");
+            ExitCode::from(exit_status(&err))
+        }
+    }
+}
+
+/// A usage error in clap's words, for arguments that parse but do not go
+/// together.
+fn usage_error(message: &str) -> anyhow::Error {
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .into()
+}
+
+/// The exit status for an error returned by a subcommand.
+fn exit_status(err: &anyhow::Error) -> u8 {
+    let mismatch = match (
+        err.downcast_ref::<client::Error>(),
+        err.downcast_ref::<load::Error>(),
+    ) {
+        (Some(err), _) => err.is_mismatch(),
+        (_, Some(err)) => matches!(err, load::Error::Mismatch(_)),
+        _ => false,
+    };
+    match mismatch {
+        true => EXIT_MISMATCH,
+        false => EXIT_FAILURE,
+    }
+}
+
+/// A positive, finite number of seconds, fractions allowed.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("expected a number of seconds, got {text:?}"))?;
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err(format!(
+            "expected a positive number of seconds, got {text:?}"
+        ));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_reject_nonsense() {
+        assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "-1", "nan", "inf", "soon", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn addresses_must_be_ip_and_port() {
+        assert!(Cli::try_parse_from(["echokit", "serve", "--listen", "nonsense"]).is_err());
+        assert!(Cli::try_parse_from(["echokit", "serve", "--listen", "[::1]:0"]).is_ok());
+        assert!(Cli::try_parse_from(["echokit", "send", "--connect", "localhost"]).is_err());
+    }
+
+    #[test]
+    fn mismatches_exit_1_and_failures_3() {
+        let mismatch = client::Error::Mismatch(client::EchoMismatch {
+            sent: 2,
+            received: 1,
+            first_difference: 1,
+        });
+        assert_eq!(exit_status(&mismatch.into()), EXIT_MISMATCH);
+        let refused = client::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
+        let wrapped = anyhow::Error::from(refused).context("echo via 127.0.0.1:7 failed");
+        assert_eq!(exit_status(&wrapped), EXIT_FAILURE);
+    }
+}

@@ -1,0 +1,238 @@
+//! `echokit serve`: the echo server, on one event loop per worker.
+
+use super::log::{Level, Log};
+use super::{parse_seconds, EXIT_CODES};
+use anyhow::Context;
+use clap::Args;
+use echokit::clock::MonotonicClock;
+use echokit::engine::{Config, ConnectionCount, Server, Stats};
+use echokit::net::{self, Bind, HostNetwork, Network, PortSharing};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// Options of `echokit serve`.
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES)]
+pub(super) struct ServeArgs {
+    /// Address to listen on, IP:PORT (IPv6 as [::1]:PORT); port 0 picks a free port.
+    /// Prints "listening on IP:PORT" once bound.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+
+    /// Length of the queue of connections waiting to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    backlog: u32,
+
+    /// Connections served at once; further ones are closed as soon as accepted.
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+
+    /// Close connections that move no byte for this many seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    idle_timeout: Option<Duration>,
+
+    /// Serve TCP echo (the default when neither --tcp nor --udp is given).
+    #[arg(long)]
+    tcp: bool,
+
+    /// Serve UDP echo; with --tcp too, both on the same address and port.
+    #[arg(long)]
+    udp: bool,
+
+    /// Event loops (threads), each serving every listener; default: one per core.
+    /// The WebAssembly build has no threads and always runs one.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: Option<u32>,
+
+    /// On SIGINT or SIGTERM, stop accepting and give open connections this
+    /// many seconds to finish their echo before closing them (native build;
+    /// a second signal exits at once).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    shutdown_timeout: Duration,
+
+    /// Log every connection's open and close (peer, bytes echoed, duration) to stderr.
+    #[arg(short, long, conflicts_with = "quiet")]
+    verbose: bool,
+
+    /// Print nothing on stderr, not even errors (the "listening on" line stays).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// What every event loop of one server shares.
+#[derive(Clone)]
+struct Plan {
+    config: Config,
+    count: ConnectionCount,
+    backlog: u32,
+    tcp: bool,
+    udp: bool,
+    log: Log,
+    /// Set on SIGINT or SIGTERM, or when an event loop fails.
+    stop: Arc<AtomicBool>,
+    grace: Duration,
+}
+
+impl Plan {
+    /// A server on `net` listening on `addr` (TCP, then UDP on the port
+    /// TCP got); returns it and the address bound.
+    fn server(
+        &self,
+        net: HostNetwork,
+        addr: SocketAddr,
+        sharing: PortSharing,
+    ) -> anyhow::Result<(Server<HostNetwork, Log>, SocketAddr)> {
+        let mut server = Server::new(net, self.config.clone(), self.count.clone(), self.log);
+        let bind = Bind {
+            backlog: self.backlog,
+            sharing,
+        };
+        let listen_error = || format!("cannot listen on {addr}");
+        let mut bound = addr;
+        if self.tcp {
+            bound = server.listen_tcp(bound, bind).with_context(listen_error)?;
+        }
+        if self.udp {
+            bound = server
+                .listen_udp(bound, bind)
+                .with_context(|| format!("{} (udp)", listen_error()))?;
+        }
+        Ok((server, bound))
+    }
+
+    /// Runs `server` until the plan's stop; a failure stops the others.
+    fn serve(&self, server: &mut Server<HostNetwork, Log>, watched: bool) -> io::Result<Stats> {
+        let clock = MonotonicClock::new();
+        let stop = watched.then_some(&*self.stop);
+        let result = server.serve_until(&clock, stop, self.grace);
+        if result.is_err() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+/// Runs `echokit serve`: natively until SIGINT or SIGTERM, then shuts down
+/// gracefully and prints a summary; in wasm until the process is killed.
+pub(super) fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let level = Level::from_flags(args.quiet, args.verbose);
+    let plan = Plan {
+        config: Config {
+            max_connections: args.max_connections as usize,
+            idle_timeout: args.idle_timeout,
+            ..Config::default()
+        },
+        count: ConnectionCount::default(),
+        backlog: args.backlog,
+        tcp: args.tcp || !args.udp,
+        udp: args.udp,
+        log: Log(level),
+        stop: Arc::new(AtomicBool::new(false)),
+        grace: args.shutdown_timeout,
+    };
+    let signals =
+        net::watch_termination(&plan.stop).context("cannot watch for termination signals")?;
+    let net = open_network()?;
+    let loops = event_loops(args.workers, net.capabilities().threads, level);
+    let sharing = match loops {
+        1 => PortSharing::Alone,
+        _ => PortSharing::First,
+    };
+    let (mut server, bound) = plan.server(net, args.listen, sharing)?;
+    let workers = (1..loops)
+        .map(|number| start_worker(&plan, bound, number))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {bound}")?;
+    stdout.flush()?;
+    if !bound.ip().is_loopback() {
+        level.say(
+            Level::Errors,
+            format_args!(
+                "warning: {bound} is not a loopback address; the echo service is reachable from the network"
+            ),
+        );
+    }
+    // With workers, a failing loop stops the others through the flag.
+    let watched = signals || loops > 1;
+    let mut stats = plan
+        .serve(&mut server, watched)
+        .context("event loop failed")?;
+    for worker in workers {
+        match worker.join() {
+            Ok(worker_stats) => stats += worker_stats.context("a worker's event loop failed")?,
+            Err(_) => anyhow::bail!("a worker thread panicked"),
+        }
+    }
+    level.say(
+        Level::Errors,
+        format_args!(
+            "stopped: served {} connections, echoed {} bytes and {} datagrams; {} connections cut off by --shutdown-timeout",
+            stats.connections, stats.bytes, stats.datagrams, stats.cut_off
+        ),
+    );
+    Ok(())
+}
+
+fn open_network() -> anyhow::Result<HostNetwork> {
+    HostNetwork::new().context("cannot open the network")
+}
+
+/// How many event loops to run: `--workers`, else one per core where the
+/// build has `threads`; asked for more than it can run, the build says so.
+fn event_loops(requested: Option<u32>, threads: bool, level: Level) -> usize {
+    let wanted = match requested {
+        Some(workers) => workers as usize,
+        None => thread::available_parallelism().map_or(1, usize::from),
+    };
+    if threads || wanted == 1 {
+        return wanted;
+    }
+    if requested.is_some() {
+        level.say(
+            Level::Errors,
+            format_args!(
+                "warning: --workers {wanted} ignored: this build has no threads and runs one event loop"
+            ),
+        );
+    }
+    1
+}
+
+/// Starts event loop `number` on its own thread, serving `bound`; returns
+/// once it listens, or with the reason it cannot.
+fn start_worker(
+    plan: &Plan,
+    bound: SocketAddr,
+    number: usize,
+) -> anyhow::Result<JoinHandle<io::Result<Stats>>> {
+    let (listening, started) = mpsc::channel();
+    let plan = plan.clone();
+    let worker = thread::Builder::new()
+        .name(format!("echokit-worker-{number}"))
+        .spawn(move || {
+            match open_network().and_then(|net| plan.server(net, bound, PortSharing::Join)) {
+                Ok((mut server, _)) => {
+                    let _ = listening.send(Ok(()));
+                    plan.serve(&mut server, true)
+                }
+                Err(err) => {
+                    let _ = listening.send(Err(err));
+                    Ok(Stats::default())
+                }
+            }
+        })
+        .context("cannot start a worker thread")?;
+    match started.recv() {
+        Ok(Ok(())) => Ok(worker),
+        Ok(Err(err)) => Err(err.context(format!("worker {number} cannot serve"))),
+        Err(_) => anyhow::bail!("worker {number} ended before it could serve"),
+    }
+}

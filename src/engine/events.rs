@@ -1,0 +1,73 @@
+//! What a server reports as it runs: events for an [`Observer`] its caller
+//! gives it. The engine says what happened; the caller decides whether and
+//! how to tell anyone.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Something that happened in a server.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A connection was accepted and is being served.
+    Opened {
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// A served connection was closed.
+    Closed {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Bytes echoed on it.
+        echoed: u64,
+        /// How long it was open.
+        lasted: Duration,
+        /// Why it was closed.
+        why: Closed<'a>,
+    },
+    /// A connection was accepted and closed at once: the server already
+    /// serves its limit.
+    Refused {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// The limit, [`Config::max_connections`](super::Config).
+        limit: usize,
+    },
+    /// Accepting failed (say, the descriptor table is full): the listener
+    /// rests for `pause`.
+    AcceptFailed {
+        /// What accept reported.
+        error: &'a io::Error,
+        /// How long accepting pauses.
+        pause: Duration,
+    },
+    /// One datagram could not be received or echoed; the others go on.
+    DatagramFailed {
+        /// What the socket reported.
+        error: &'a io::Error,
+    },
+}
+
+/// Why a connection was closed.
+#[derive(Debug)]
+pub enum Closed<'a> {
+    /// The peer closed its side and got its whole echo.
+    Finished,
+    /// The connection failed.
+    Failed(&'a io::Error),
+    /// No byte moved for [`Config::idle_timeout`](super::Config).
+    IdleTimeout,
+    /// It was still open when the shutdown's grace period ran out.
+    ShutdownTimeout,
+}
+
+/// Receives a server's [`Event`]s, on the server's own thread.
+pub trait Observer {
+    /// Called for each event as it happens.
+    fn observe(&mut self, event: Event<'_>);
+}
+
+/// Ignores every event.
+impl Observer for () {
+    fn observe(&mut self, _event: Event<'_>) {}
+}

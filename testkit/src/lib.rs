@@ -1,0 +1,21 @@
+//! Host-side helpers shared by echokit's integration tests, benches and
+//! conformance kit (none of it ships): where the programs under test are
+//! ([`paths`], [`wasm`]), how to run a build ([`target`]), their processes
+//! ([`process`]), what they cost ([`procfs`], [`limits`]), the bytes they
+//! are sent ([`payload`]), plain `std::net` round trips ([`net`]), and
+//! `echokit bench` runs ([`bench`]).
+//!
+//! It runs on the host only (Linux: it reads /proc and sets rlimits).
+
+pub mod bench;
+pub mod limits;
+pub mod net;
+pub mod paths;
+pub mod payload;
+pub mod process;
+pub mod procfs;
+pub mod target;
+pub mod wasm;
+
+pub use process::{lock, Finished, ServerProcess, StartError, StderrTo};
+pub use target::{Build, Target};
