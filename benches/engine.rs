@@ -7,15 +7,17 @@
 //! cargo bench --bench engine -- accept  # one group
 //! ```
 //!
-//! Native only (criterion is a native dev-dependency); the WASI build of
-//! this target is an empty `main` so `cargo clippy --all-targets --target
-//! wasm32-wasip2` still has something to check.
+//! Native only: criterion is a native dev-dependency.
 
-#[cfg(not(target_os = "wasi"))]
+// Built for WASI (as `cargo clippy --all-targets --target wasm32-wasip2`
+// does) it is empty.
+#![cfg_attr(target_os = "wasi", no_main)]
+#![cfg(not(target_os = "wasi"))]
+
 mod engine {
     use criterion::{criterion_group, Criterion, Throughput};
     use echokit::client::Exchange;
-    use echokit::engine::{Config, ConnectionCount, Server};
+    use echokit::engine::{Config, ConnectionCount, Protocol, Server};
     use echokit::net::loopback::{Loopback, LoopbackNetwork};
     use echokit::net::{try_read, try_write, Bind, Close, Network, SocketId};
     use std::hint::black_box;
@@ -50,7 +52,7 @@ mod engine {
             let config = Config::default();
             let mut server = Server::new(host(&world), config, ConnectionCount::default(), ());
             let addr = server
-                .listen_tcp(ANY_PORT, Bind::default())
+                .listen(Protocol::Tcp, ANY_PORT, Bind::default())
                 .expect("listen");
             let client = world.host();
             Bench {
@@ -196,8 +198,4 @@ mod engine {
     }
 }
 
-#[cfg(not(target_os = "wasi"))]
 criterion::criterion_main!(engine::benches);
-
-#[cfg(target_os = "wasi")]
-fn main() {}

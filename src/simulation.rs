@@ -13,7 +13,7 @@
 
 use crate::client::Exchange;
 use crate::clock::Clock;
-use crate::engine::{sweep_interval, Config, ConnectionCount, Server};
+use crate::engine::{sweep_interval, Config, ConnectionCount, Protocol, Server};
 use crate::hash::mix;
 use crate::net::faults::{FaultRates, Faulty};
 use crate::net::loopback::{Loopback, LoopbackNetwork};
@@ -183,7 +183,7 @@ pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
         ..Bind::default()
     };
     let addr = server
-        .listen_tcp(any_port, bind)
+        .listen(Protocol::Tcp, any_port, bind)
         .map_err(|err| Violation(format!("cannot bind: {err}")))?;
     let mut sim = Simulation {
         net: Faulty::new(world.host(), FaultRates::default(), !scenario.seed),

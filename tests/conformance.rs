@@ -54,142 +54,129 @@
 //! The kit checks itself too: `kit::wasm_coverage` fails unless the wasm
 //! tests are at least three times the network (TCP or UDP) scenarios.
 
-// The kit runs on the host and starts wasmtime itself; built for WASI (as
-// `cargo clippy --all-targets --target wasm32-wasip2` does) it only says so.
-#[cfg(not(target_os = "wasi"))]
+// Host-only: it starts processes and reads /proc. Built for WASI (as
+// `cargo clippy --all-targets --target wasm32-wasip2` does) it is empty.
+#![cfg_attr(target_os = "wasi", no_main)]
+#![cfg(not(target_os = "wasi"))]
+
 mod kit;
 
-#[cfg(not(target_os = "wasi"))]
-fn main() -> std::process::ExitCode {
-    host::main()
+use crate::kit::scenarios::Case;
+use crate::kit::table::{Build, Column, Kind, Scenario};
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+
+/// Held for reading by every test, for writing by exclusive ones.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+const DEFAULT_THREADS: usize = 6;
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = Some(
+            std::env::var("RUST_TEST_THREADS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(DEFAULT_THREADS),
+        );
+    }
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let trials = match kit::table::load(&fixtures.join("scenarios.toml")) {
+        Ok(table) => trials(table.scenario, &fixtures),
+        // A broken table is one failing test, not a crash with no report.
+        Err(err) => vec![Trial::test("kit::scenario_table", move || Err(err.into()))],
+    };
+    libtest_mimic::run(&args, trials).exit_code()
 }
 
-#[cfg(target_os = "wasi")]
-fn main() -> std::process::ExitCode {
-    eprintln!("the conformance kit runs on the host (it starts wasmtime itself): run it natively");
-    std::process::ExitCode::FAILURE
-}
-
-#[cfg(not(target_os = "wasi"))]
-mod host {
-    use crate::kit;
-    use crate::kit::scenarios::Case;
-    use crate::kit::table::{Build, Column, Kind, Scenario};
-    use libtest_mimic::{Arguments, Failed, Trial};
-    use std::path::PathBuf;
-    use std::process::ExitCode;
-    use std::sync::{Arc, RwLock};
-
-    /// Held for reading by every test, for writing by exclusive ones.
-    static MACHINE: RwLock<()> = RwLock::new(());
-
-    const DEFAULT_THREADS: usize = 6;
-
-    pub(crate) fn main() -> ExitCode {
-        let mut args = Arguments::from_args();
-        if args.test_threads.is_none() {
-            args.test_threads = Some(
-                std::env::var("RUST_TEST_THREADS")
-                    .ok()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(DEFAULT_THREADS),
+/// One trial per scenario and pairing, plus the kit's self-check.
+fn trials(scenarios: Vec<Scenario>, fixtures: &std::path::Path) -> Vec<Trial> {
+    let mut trials = Vec::new();
+    let mut network_scenarios = 0usize;
+    let mut wasm_tests = 0usize;
+    for scenario in scenarios {
+        let scenario = Arc::new(scenario);
+        network_scenarios += usize::from(scenario.tcp || scenario.udp);
+        for (server, client) in pairings(&scenario) {
+            let name = test_name(&scenario, server, client);
+            wasm_tests += usize::from(
+                server == Some(Build::Wasm)
+                    || client == Some(Column::Wasm)
+                    || scenario.kind == Kind::ComponentWorld,
             );
-        }
-        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-        let trials = match kit::table::load(&fixtures.join("scenarios.toml")) {
-            Ok(table) => trials(table.scenario, &fixtures),
-            // A broken table is one failing test, not a crash with no report.
-            Err(err) => vec![Trial::test("kit::scenario_table", move || Err(err.into()))],
-        };
-        libtest_mimic::run(&args, trials).exit_code()
-    }
-
-    /// One trial per scenario and pairing, plus the kit's self-check.
-    fn trials(scenarios: Vec<Scenario>, fixtures: &std::path::Path) -> Vec<Trial> {
-        let mut trials = Vec::new();
-        let mut network_scenarios = 0usize;
-        let mut wasm_tests = 0usize;
-        for scenario in scenarios {
-            let scenario = Arc::new(scenario);
-            network_scenarios += usize::from(scenario.tcp || scenario.udp);
-            for (server, client) in pairings(&scenario) {
-                let name = test_name(&scenario, server, client);
-                wasm_tests += usize::from(
-                    server == Some(Build::Wasm)
-                        || client == Some(Column::Wasm)
-                        || scenario.kind == Kind::ComponentWorld,
-                );
-                let case = Case {
-                    scenario: scenario.clone(),
-                    server,
-                    client,
-                    fixtures: fixtures.to_path_buf(),
-                };
-                let deviates = case.deviation().is_some();
-                let exclusive = scenario.exclusive;
-                let trial = Trial::test(name, move || {
-                    let result = if exclusive {
-                        let _alone = MACHINE.write().unwrap_or_else(|e| e.into_inner());
-                        kit::scenarios::run(&case)
-                    } else {
-                        let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
-                        kit::scenarios::run(&case)
-                    };
-                    result.map_err(Failed::from)
-                });
-                trials.push(if deviates {
-                    trial.with_kind("deviation")
+            let case = Case {
+                scenario: scenario.clone(),
+                server,
+                client,
+                fixtures: fixtures.to_path_buf(),
+            };
+            let deviates = case.deviation().is_some();
+            let exclusive = scenario.exclusive;
+            let trial = Trial::test(name, move || {
+                let result = if exclusive {
+                    let _alone = MACHINE.write().unwrap_or_else(|e| e.into_inner());
+                    kit::scenarios::run(&case)
                 } else {
-                    trial
-                });
-            }
-        }
-        trials.push(Trial::test("kit::wasm_coverage", move || {
-            if wasm_tests >= 3 * network_scenarios {
-                Ok(())
+                    let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
+                    kit::scenarios::run(&case)
+                };
+                result.map_err(Failed::from)
+            });
+            trials.push(if deviates {
+                trial.with_kind("deviation")
             } else {
-                Err(format!(
-                    "{wasm_tests} wasm-involving tests for {network_scenarios} network (TCP or \
-                     UDP) scenarios: the kit promises at least three per network scenario"
-                )
-                .into())
-            }
-        }));
-        trials
+                trial
+            });
+        }
     }
+    trials.push(Trial::test("kit::wasm_coverage", move || {
+        if wasm_tests >= 3 * network_scenarios {
+            Ok(())
+        } else {
+            Err(format!(
+                "{wasm_tests} wasm-involving tests for {network_scenarios} network (TCP or \
+                 UDP) scenarios: the kit promises at least three per network scenario"
+            )
+            .into())
+        }
+    }));
+    trials
+}
 
-    /// The (server, client) pairings of a scenario, in table order.
-    fn pairings(s: &Scenario) -> Vec<(Option<Build>, Option<Column>)> {
-        if s.kind == Kind::NoNetwork {
-            // `serve` and `send` on their own: there is no connection to pair.
-            let servers = s.servers.iter().map(|&b| (Some(b), None));
-            return servers
-                .chain(s.clients.iter().map(|&c| (None, Some(c))))
-                .collect();
-        }
-        match (s.servers.is_empty(), s.clients.is_empty()) {
-            (false, false) => s
-                .servers
-                .iter()
-                .flat_map(|&server| s.clients.iter().map(move |&c| (Some(server), Some(c))))
-                .collect(),
-            (false, true) => s.servers.iter().map(|&b| (Some(b), None)).collect(),
-            (true, false) => s.clients.iter().map(|&c| (None, Some(c))).collect(),
-            (true, true) => vec![(None, None)],
-        }
+/// The (server, client) pairings of a scenario, in table order.
+fn pairings(s: &Scenario) -> Vec<(Option<Build>, Option<Column>)> {
+    if s.kind == Kind::NoNetwork {
+        // `serve` and `send` on their own: there is no connection to pair.
+        let servers = s.servers.iter().map(|&b| (Some(b), None));
+        return servers
+            .chain(s.clients.iter().map(|&c| (None, Some(c))))
+            .collect();
     }
+    match (s.servers.is_empty(), s.clients.is_empty()) {
+        (false, false) => s
+            .servers
+            .iter()
+            .flat_map(|&server| s.clients.iter().map(move |&c| (Some(server), Some(c))))
+            .collect(),
+        (false, true) => s.servers.iter().map(|&b| (Some(b), None)).collect(),
+        (true, false) => s.clients.iter().map(|&c| (None, Some(c))).collect(),
+        (true, true) => vec![(None, None)],
+    }
+}
 
-    fn test_name(s: &Scenario, server: Option<Build>, client: Option<Column>) -> String {
-        let mut name = s.name.clone();
-        if let Some(server) = server {
-            name.push_str(&format!("::{server}_server"));
-        }
-        if let Some(client) = client {
-            name.push_str(&format!("::{client}_client"));
-        }
-        if server.is_none() && client.is_none() {
-            name.push_str("::wasm_component");
-        }
-        name
+fn test_name(s: &Scenario, server: Option<Build>, client: Option<Column>) -> String {
+    let mut name = s.name.clone();
+    if let Some(server) = server {
+        name.push_str(&format!("::{server}_server"));
     }
+    if let Some(client) = client {
+        name.push_str(&format!("::{client}_client"));
+    }
+    if server.is_none() && client.is_none() {
+        name.push_str("::wasm_component");
+    }
+    name
 }

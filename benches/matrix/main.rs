@@ -29,28 +29,24 @@
 //! (the measurements), [`results`] (what is kept), [`table`] (what is
 //! printed), [`targets`] (what `--check` judges).
 
-#[cfg(not(target_os = "wasi"))]
+// Host-only: it starts processes and reads /proc. Built for WASI (as
+// `cargo clippy --all-targets --target wasm32-wasip2` does) it is empty.
+#![cfg_attr(target_os = "wasi", no_main)]
+#![cfg(not(target_os = "wasi"))]
+
 mod results;
-#[cfg(not(target_os = "wasi"))]
 mod rows;
-#[cfg(not(target_os = "wasi"))]
 mod run;
-#[cfg(not(target_os = "wasi"))]
 mod servers;
-#[cfg(not(target_os = "wasi"))]
 mod table;
-#[cfg(not(target_os = "wasi"))]
 mod targets;
 
-#[cfg(target_os = "wasi")]
-fn main() {}
-
-#[cfg(not(target_os = "wasi"))]
 fn main() -> std::process::ExitCode {
     host::main()
 }
 
-#[cfg(not(target_os = "wasi"))]
+/// Options and the three things the runner does: measure, check, or
+/// check its own tables.
 mod host {
     use crate::results::{Machine, Results};
     use crate::servers::{Kind, Tools, KINDS};

@@ -5,7 +5,7 @@ use super::{parse_seconds, EXIT_CODES};
 use anyhow::Context;
 use clap::Args;
 use echokit::clock::MonotonicClock;
-use echokit::engine::{Config, ConnectionCount, Server, Stats};
+use echokit::engine::{Config, ConnectionCount, Protocol, Server, Stats};
 use echokit::net::{self, Bind, HostNetwork, Network, PortSharing};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -97,11 +97,13 @@ impl Plan {
         let listen_error = || format!("cannot listen on {addr}");
         let mut bound = addr;
         if self.tcp {
-            bound = server.listen_tcp(bound, bind).with_context(listen_error)?;
+            bound = server
+                .listen(Protocol::Tcp, bound, bind)
+                .with_context(listen_error)?;
         }
         if self.udp {
             bound = server
-                .listen_udp(bound, bind)
+                .listen(Protocol::Udp, bound, bind)
                 .with_context(|| format!("{} (udp)", listen_error()))?;
         }
         Ok((server, bound))

@@ -10,6 +10,16 @@ use std::time::Duration;
 /// others, so a fast stream cannot starve its neighbours.
 const OPERATIONS_PER_TURN: usize = 32;
 
+/// What one turn of a connection (or a datagram socket) is given.
+pub struct Turn<'a> {
+    /// The read buffer every connection of the server shares.
+    pub scratch: &'a mut [u8],
+    /// Unsent echo bytes one connection may hold; reading pauses there.
+    pub bound: usize,
+    /// The time of the turn, which stamps activity.
+    pub now: Duration,
+}
+
 /// Where a connection stands after being driven.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
@@ -70,17 +80,15 @@ impl Connection {
     }
 
     /// Moves bytes until the socket would block, the turn is used up, or the
-    /// echo is complete. `scratch` is shared by all connections; `bound` caps
-    /// [`Connection::backlog`]; `now` stamps activity.
+    /// echo is complete; [`Connection::backlog`] stays within `turn.bound`.
     pub fn drive<N: Network>(
         &mut self,
         net: &mut N,
         id: SocketId,
-        scratch: &mut [u8],
-        bound: usize,
-        now: Duration,
+        turn: &mut Turn<'_>,
     ) -> io::Result<Progress> {
-        let progress = self.pump(net, id, scratch, bound, now)?;
+        let progress = self.pump(net, id, turn)?;
+        let bound = turn.bound;
         if progress != Progress::Finished {
             let interest = Interest {
                 read: !self.peer_done && self.backlog() < bound && !self.output_full,
@@ -98,10 +106,10 @@ impl Connection {
         &mut self,
         net: &mut N,
         id: SocketId,
-        scratch: &mut [u8],
-        bound: usize,
-        now: Duration,
+        turn: &mut Turn<'_>,
     ) -> io::Result<Progress> {
+        let (bound, now) = (turn.bound, turn.now);
+        let scratch = &mut *turn.scratch;
         self.output_full = false;
         for _ in 0..OPERATIONS_PER_TURN {
             if self.backlog() > 0 {

@@ -1,6 +1,6 @@
 //! UDP echo: every datagram goes back, whole, to the address it came from.
 
-use super::{Event, Observer, Progress};
+use super::{Event, Observer, Progress, Turn};
 use crate::net::{would_block, Interest, Network, SocketId};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,17 +25,17 @@ impl DatagramEcho {
     }
 
     /// Echoes until the socket would block or the turn is used up.
-    /// Receiving pauses while more than `bound` bytes wait to be sent back.
-    /// Errors that concern a single datagram (such as an ICMP error
+    /// Receiving pauses while more than `turn.bound` bytes wait to be sent
+    /// back. Errors that concern a single datagram (such as an ICMP error
     /// reported on the socket) go to `observer`; they do not stop the echo.
     pub fn drive<N: Network>(
         &mut self,
         net: &mut N,
         id: SocketId,
-        scratch: &mut [u8],
-        bound: usize,
+        turn: &mut Turn<'_>,
         observer: &mut impl Observer,
     ) -> Progress {
+        let (bound, scratch) = (turn.bound, &mut *turn.scratch);
         let mut failed = |error| observer.observe(Event::DatagramFailed { error: &error });
         let mut progress = Progress::Yielded;
         for _ in 0..DATAGRAMS_PER_TURN {

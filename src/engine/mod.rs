@@ -11,7 +11,7 @@ mod connection;
 mod datagram;
 mod events;
 
-pub use connection::{Connection, Progress};
+pub use connection::{Connection, Progress, Turn};
 pub use datagram::DatagramEcho;
 pub use events::{Closed, Event, Observer};
 
@@ -54,6 +54,15 @@ impl Default for Config {
             max_backlog: 64 * 1024,
         }
     }
+}
+
+/// Which echo a socket serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Byte streams over TCP.
+    Tcp,
+    /// Datagrams over UDP.
+    Udp,
 }
 
 /// Connections open across the servers (event loops) that share it, for
@@ -105,8 +114,8 @@ pub struct Server<N: Network, O: Observer = ()> {
 }
 
 impl<N: Network, O: Observer> Server<N, O> {
-    /// A server with no socket yet (add them with [`Server::listen_tcp`]
-    /// and [`Server::listen_udp`]), counting its connections in `count`.
+    /// A server with no socket yet (add them with [`Server::listen`]),
+    /// counting its connections in `count`.
     pub fn new(net: N, config: Config, count: ConnectionCount, observer: O) -> Self {
         Server {
             capabilities: net.capabilities(),
@@ -127,25 +136,24 @@ impl<N: Network, O: Observer> Server<N, O> {
         }
     }
 
-    /// Serves TCP echo on `addr`; returns the address bound.
-    pub fn listen_tcp(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketAddr> {
-        let listener = self
-            .net
-            .listen(addr, bind)
-            .map_err(|err| explain(err, addr))?;
-        self.net.set_interest(listener, Interest::READ);
-        self.listeners.push(listener);
-        self.net.local_addr(listener)
-    }
-
-    /// Serves UDP echo on `addr`; returns the address bound.
-    pub fn listen_udp(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketAddr> {
-        let socket = self
-            .net
-            .bind_udp(addr, bind)
-            .map_err(|err| explain(err, addr))?;
+    /// Serves `protocol`'s echo on `addr`; returns the address bound (with
+    /// the real port when asked for port 0).
+    pub fn listen(
+        &mut self,
+        protocol: Protocol,
+        addr: SocketAddr,
+        bind: Bind,
+    ) -> io::Result<SocketAddr> {
+        let socket = match protocol {
+            Protocol::Tcp => self.net.listen(addr, bind),
+            Protocol::Udp => self.net.bind_udp(addr, bind),
+        }
+        .map_err(|err| explain(err, addr))?;
         self.net.set_interest(socket, Interest::READ);
-        self.datagrams.push((socket, DatagramEcho::default()));
+        match protocol {
+            Protocol::Tcp => self.listeners.push(socket),
+            Protocol::Udp => self.datagrams.push((socket, DatagramEcho::default())),
+        }
         self.net.local_addr(socket)
     }
 
@@ -241,7 +249,7 @@ impl<N: Network, O: Observer> Server<N, O> {
             if self.listeners.contains(&id) {
                 self.accept(id, now);
             } else if let Some(index) = self.datagrams.iter().position(|(s, _)| *s == id) {
-                self.echo_datagrams(index);
+                self.echo_datagrams(index, now);
             } else {
                 self.drive(id, now);
             }
@@ -283,16 +291,14 @@ impl<N: Network, O: Observer> Server<N, O> {
         self.again.push(listener);
     }
 
-    fn echo_datagrams(&mut self, index: usize) {
+    fn echo_datagrams(&mut self, index: usize, now: Duration) {
         let (socket, echo) = &mut self.datagrams[index];
-        let bound = self.config.max_backlog;
-        let progress = echo.drive(
-            &mut self.net,
-            *socket,
-            &mut self.scratch,
-            bound,
-            &mut self.observer,
-        );
+        let mut turn = Turn {
+            scratch: &mut self.scratch,
+            bound: self.config.max_backlog,
+            now,
+        };
+        let progress = echo.drive(&mut self.net, *socket, &mut turn, &mut self.observer);
         if progress == Progress::Yielded {
             self.again.push(*socket);
         }
@@ -324,8 +330,12 @@ impl<N: Network, O: Observer> Server<N, O> {
         let Some(Some(conn)) = self.connections.get_mut(id.0) else {
             return;
         };
-        let bound = self.config.max_backlog;
-        match conn.drive(&mut self.net, id, &mut self.scratch, bound, now) {
+        let mut turn = Turn {
+            scratch: &mut self.scratch,
+            bound: self.config.max_backlog,
+            now,
+        };
+        match conn.drive(&mut self.net, id, &mut turn) {
             Ok(Progress::Waiting) => {}
             Ok(Progress::Yielded) => self.again.push(id),
             Ok(Progress::Finished) => self.close(id, now, Closed::Finished),

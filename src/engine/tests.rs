@@ -28,12 +28,23 @@ fn server_echoing(
         Echo::Copied => world.host_without_splice(),
     };
     let mut server = Server::new(net, config, ConnectionCount::default(), ());
-    let addr = server.listen_tcp(ANY_PORT, Bind::default()).unwrap();
+    let addr = server
+        .listen(Protocol::Tcp, ANY_PORT, Bind::default())
+        .unwrap();
     (server, addr)
 }
 
 fn server(world: &Loopback, config: Config) -> (Server<LoopbackNetwork>, SocketAddr) {
     server_echoing(world, config, Echo::Spliced)
+}
+
+/// A server that closes connections idle for `idle`.
+fn server_idle_after(world: &Loopback, idle: Duration) -> (Server<LoopbackNetwork>, SocketAddr) {
+    let config = Config {
+        idle_timeout: Some(idle),
+        ..Config::default()
+    };
+    server(world, config)
 }
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
@@ -175,11 +186,7 @@ fn slow_reader_costs_a_splicing_host_no_memory() {
 #[test]
 fn idle_connections_close_and_active_ones_stay() {
     let world = Loopback::default();
-    let config = Config {
-        idle_timeout: Some(Duration::from_secs(1)),
-        ..Config::default()
-    };
-    let (mut server, addr) = server(&world, config);
+    let (mut server, addr) = server_idle_after(&world, Duration::from_secs(1));
     let mut client = world.host();
     let idle = client.connect(addr, None).unwrap();
     let active = client.connect(addr, None).unwrap();
@@ -199,11 +206,7 @@ fn idle_connections_close_and_active_ones_stay() {
 #[test]
 fn idle_timeout_fires_while_the_server_sleeps() {
     let world = Loopback::default();
-    let config = Config {
-        idle_timeout: Some(Duration::from_secs(1)),
-        ..Config::default()
-    };
-    let (mut server, addr) = server(&world, config);
+    let (mut server, addr) = server_idle_after(&world, Duration::from_secs(1));
     let mut client = world.host();
     client.connect(addr, None).unwrap();
     server.turn(&world, Some(Duration::ZERO)).unwrap();
@@ -313,7 +316,9 @@ fn listening_twice_on_one_address_is_address_in_use() {
         ConnectionCount::default(),
         (),
     );
-    let err = second.listen_tcp(addr, Bind::default()).unwrap_err();
+    let err = second
+        .listen(Protocol::Tcp, addr, Bind::default())
+        .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     assert!(err.to_string().contains("another server"), "{err}");
 }
@@ -327,7 +332,9 @@ fn datagrams_come_back_whole_to_their_senders() {
         ConnectionCount::default(),
         (),
     );
-    let addr = server.listen_udp(ANY_PORT, Bind::default()).unwrap();
+    let addr = server
+        .listen(Protocol::Udp, ANY_PORT, Bind::default())
+        .unwrap();
     let mut client = world.host();
     let alice = client.bind_udp(ANY_PORT, Bind::default()).unwrap();
     let bob = client.bind_udp(ANY_PORT, Bind::default()).unwrap();
@@ -357,8 +364,13 @@ fn tcp_and_udp_share_one_server() {
         ConnectionCount::default(),
         (),
     );
-    let addr = server.listen_tcp(ANY_PORT, Bind::default()).unwrap();
-    assert_eq!(server.listen_udp(addr, Bind::default()).unwrap(), addr);
+    let addr = server
+        .listen(Protocol::Tcp, ANY_PORT, Bind::default())
+        .unwrap();
+    assert_eq!(
+        server.listen(Protocol::Udp, addr, Bind::default()).unwrap(),
+        addr
+    );
     let mut client = world.host();
     let udp = client.bind_udp(ANY_PORT, Bind::default()).unwrap();
     client.send_to(udp, b"ping", addr).unwrap();

@@ -149,6 +149,26 @@ impl World {
         SocketAddr::new(ip, self.next_port)
     }
 
+    /// Binds a new socket to `addr` (port 0: a fresh port) in the address
+    /// table `table` picks, unless something is bound there already.
+    fn bind(
+        &mut self,
+        addr: SocketAddr,
+        table: fn(&mut World) -> &mut HashMap<SocketAddr, usize>,
+        socket: impl FnOnce(SocketAddr) -> Socket,
+    ) -> io::Result<SocketId> {
+        let addr = match addr.port() {
+            0 => self.ephemeral_addr(addr.ip()),
+            _ => addr,
+        };
+        if table(self).contains_key(&addr) {
+            return Err(error(io::ErrorKind::AddrInUse));
+        }
+        let key = self.sockets.insert(socket(addr));
+        table(self).insert(addr, key);
+        Ok(SocketId(key))
+    }
+
     /// Whether any socket of `host` asks to be woken for anything.
     fn has_interest(&self, host: usize) -> bool {
         self.sockets.iter().any(|(_, socket)| {
@@ -212,24 +232,18 @@ impl Network for LoopbackNetwork {
     }
 
     fn listen(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
-        let mut world = self.world.borrow_mut();
-        let addr = if addr.port() == 0 {
-            world.ephemeral_addr(addr.ip())
-        } else {
-            addr
-        };
-        if world.listeners.contains_key(&addr) {
-            return Err(error(io::ErrorKind::AddrInUse));
-        }
-        let key = world.sockets.insert(Socket::Listener {
-            host: self.host,
+        let host = self.host;
+        self.world.borrow_mut().bind(
             addr,
-            pending: VecDeque::new(),
-            backlog: bind.backlog as usize,
-            interest: Interest::NONE,
-        });
-        world.listeners.insert(addr, key);
-        Ok(SocketId(key))
+            |world| &mut world.listeners,
+            |addr| Socket::Listener {
+                host,
+                addr,
+                pending: VecDeque::new(),
+                backlog: bind.backlog as usize,
+                interest: Interest::NONE,
+            },
+        )
     }
 
     fn connect(&mut self, addr: SocketAddr, local: Option<IpAddr>) -> io::Result<SocketId> {
@@ -298,23 +312,17 @@ impl Network for LoopbackNetwork {
     }
 
     fn bind_udp(&mut self, addr: SocketAddr, _bind: Bind) -> io::Result<SocketId> {
-        let mut world = self.world.borrow_mut();
-        let addr = if addr.port() == 0 {
-            world.ephemeral_addr(addr.ip())
-        } else {
-            addr
-        };
-        if world.datagram_sockets.contains_key(&addr) {
-            return Err(error(io::ErrorKind::AddrInUse));
-        }
-        let key = world.sockets.insert(Socket::Datagram {
-            host: self.host,
+        let host = self.host;
+        self.world.borrow_mut().bind(
             addr,
-            inbox: VecDeque::new(),
-            interest: Interest::NONE,
-        });
-        world.datagram_sockets.insert(addr, key);
-        Ok(SocketId(key))
+            |world| &mut world.datagram_sockets,
+            |addr| Socket::Datagram {
+                host,
+                addr,
+                inbox: VecDeque::new(),
+                interest: Interest::NONE,
+            },
+        )
     }
 
     fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
