@@ -9,9 +9,18 @@ wasm := "target/wasm32-wasip2/release/echokit.wasm"
 default:
     @just --list
 
+# Debian packages of the third-party echo endpoints `echokit check` is tested against.
+endpoint_packages := "socat ncat haproxy xinetd"
+
 # Install what the builds and tests need (idempotent; fast when done).
 setup:
     rustup target add wasm32-wasip2
+    @if dpkg -s {{endpoint_packages}} >/dev/null 2>&1; then \
+        echo "{{endpoint_packages}} already installed"; \
+    else \
+        echo "installing {{endpoint_packages}} (Debian packages)"; \
+        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {{endpoint_packages}}; \
+    fi
     @if wasmtime --version 2>/dev/null | grep -qx "wasmtime {{wasmtime_version}}.*"; then \
         echo "wasmtime {{wasmtime_version}} already installed"; \
     else \

@@ -17,9 +17,9 @@
 mod engine {
     use criterion::{criterion_group, Criterion, Throughput};
     use echokit::client::Exchange;
-    use echokit::engine::{Config, ConnectionCount, Protocol, Server};
+    use echokit::engine::{Config, ConnectionCount, Server};
     use echokit::net::loopback::{Loopback, LoopbackNetwork};
-    use echokit::net::{try_read, try_write, Bind, Close, Network, SocketId};
+    use echokit::net::{try_read, try_write, Bind, Close, Network, Protocol, SocketId};
     use std::hint::black_box;
     use std::io;
     use std::net::{Ipv4Addr, SocketAddr};

@@ -10,7 +10,8 @@
 //!   state machines, and the events it reports;
 //! - [`client`]: the send-and-verify clients (TCP stream, UDP datagrams);
 //! - [`bench`](mod@bench): the load generator;
-//! - [`hash`]: the mixing function behind every generated payload;
+//! - [`check`]: the conformance scenarios, run against any echo endpoint;
+//! - [`hash`] and [`pattern`]: the generated payloads;
 //! - `simulation` (feature `simulation`): the engine and client on the
 //!   in-memory network with injected faults, checking the engine's
 //!   promises after every turn, for the property tests and the fuzzer.
@@ -19,10 +20,12 @@
 //! library never prints, reads flags or exits the process.
 
 pub mod bench;
+pub mod check;
 pub mod client;
 pub mod clock;
 pub mod engine;
 pub mod hash;
 pub mod net;
+pub mod pattern;
 #[cfg(any(test, feature = "simulation"))]
 pub mod simulation;

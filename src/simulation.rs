@@ -13,11 +13,11 @@
 
 use crate::client::Exchange;
 use crate::clock::Clock;
-use crate::engine::{sweep_interval, Config, ConnectionCount, Protocol, Server};
+use crate::engine::{sweep_interval, Config, ConnectionCount, Server};
 use crate::hash::mix;
 use crate::net::faults::{FaultRates, Faulty};
 use crate::net::loopback::{Loopback, LoopbackNetwork};
-use crate::net::{try_read, Bind, Close, Network, SocketId};
+use crate::net::{try_read, Bind, Close, Network, Protocol, SocketId};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

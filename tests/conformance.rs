@@ -104,7 +104,7 @@ fn trials(scenarios: Vec<Scenario>, fixtures: &std::path::Path) -> Vec<Trial> {
             let name = test_name(&scenario, server, client);
             wasm_tests += usize::from(
                 server == Some(Build::Wasm)
-                    || client == Some(Column::Wasm)
+                    || client.and_then(Column::build) == Some(Build::Wasm)
                     || scenario.kind == Kind::ComponentWorld,
             );
             let case = Case {
@@ -146,7 +146,8 @@ fn trials(scenarios: Vec<Scenario>, fixtures: &std::path::Path) -> Vec<Trial> {
     trials
 }
 
-/// The (server, client) pairings of a scenario, in table order.
+/// The (server, client) pairings of a scenario, in table order, then the
+/// check columns for every server when the scenario names a check.
 fn pairings(s: &Scenario) -> Vec<(Option<Build>, Option<Column>)> {
     if s.kind == Kind::NoNetwork {
         // `serve` and `send` on their own: there is no connection to pair.
@@ -155,7 +156,7 @@ fn pairings(s: &Scenario) -> Vec<(Option<Build>, Option<Column>)> {
             .chain(s.clients.iter().map(|&c| (None, Some(c))))
             .collect();
     }
-    match (s.servers.is_empty(), s.clients.is_empty()) {
+    let mut pairs: Vec<_> = match (s.servers.is_empty(), s.clients.is_empty()) {
         (false, false) => s
             .servers
             .iter()
@@ -164,7 +165,13 @@ fn pairings(s: &Scenario) -> Vec<(Option<Build>, Option<Column>)> {
         (false, true) => s.servers.iter().map(|&b| (Some(b), None)).collect(),
         (true, false) => s.clients.iter().map(|&c| (None, Some(c))).collect(),
         (true, true) => vec![(None, None)],
+    };
+    if s.check.is_some() {
+        for &server in &s.servers {
+            pairs.extend(Column::CHECKS.map(|c| (Some(server), Some(c))));
+        }
     }
+    pairs
 }
 
 fn test_name(s: &Scenario, server: Option<Build>, client: Option<Column>) -> String {

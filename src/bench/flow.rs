@@ -1,10 +1,10 @@
 //! One benchmark connection slot and its traffic.
 
-use super::pattern;
 use super::{Mode, Plan};
 use crate::net::{
     any_local, explain, try_read, try_write, would_block, Bind, Interest, Network, SocketId,
 };
+use crate::pattern;
 use std::io;
 use std::time::Duration;
 

@@ -2,7 +2,6 @@
 //! byte checked against what was sent.
 
 mod flow;
-mod pattern;
 
 use crate::clock::Clock;
 use crate::net::{explain, Close, Network, SocketId};

@@ -3,6 +3,7 @@
 //! and exit statuses users see.
 
 mod bench;
+mod check;
 mod files;
 mod log;
 mod send;
@@ -45,6 +46,8 @@ enum Command {
     Send(send::SendArgs),
     /// Load an echo server and check every echoed byte.
     Bench(bench::BenchArgs),
+    /// Check that an echo endpoint (a server, or a proxy in front of one) keeps TCP and UDP echo intact.
+    Check(check::CheckArgs),
 }
 
 /// Parses the command line, runs the subcommand, and reports how it went.
@@ -54,6 +57,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Send(args) => send::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,7 +88,7 @@ fn exit_status(err: &anyhow::Error) -> u8 {
     ) {
         (Some(err), _) => err.is_mismatch(),
         (_, Some(err)) => matches!(err, load::Error::Mismatch(_)),
-        _ => false,
+        _ => err.is::<check::CheckFailed>(),
     };
     match mismatch {
         true => EXIT_MISMATCH,

@@ -16,7 +16,9 @@ pub use datagram::DatagramEcho;
 pub use events::{Closed, Event, Observer};
 
 use crate::clock::Clock;
-use crate::net::{explain, would_block, Bind, Capabilities, Close, Interest, Network, SocketId};
+use crate::net::{
+    explain, would_block, Bind, Capabilities, Close, Interest, Network, Protocol, SocketId,
+};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -54,15 +56,6 @@ impl Default for Config {
             max_backlog: 64 * 1024,
         }
     }
-}
-
-/// Which echo a socket serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// Byte streams over TCP.
-    Tcp,
-    /// Datagrams over UDP.
-    Udp,
 }
 
 /// Connections open across the servers (event loops) that share it, for

@@ -34,9 +34,9 @@ mod native;
 mod wasi;
 
 #[cfg(not(target_os = "wasi"))]
-pub use native::{watch_termination, NativeNetwork as HostNetwork};
+pub use native::{raise_open_files, watch_termination, NativeNetwork as HostNetwork};
 #[cfg(target_os = "wasi")]
-pub use wasi::{watch_termination, WasiNetwork as HostNetwork};
+pub use wasi::{raise_open_files, watch_termination, WasiNetwork as HostNetwork};
 
 #[cfg(test)]
 mod contract;
@@ -77,6 +77,25 @@ impl Interest {
         read: true,
         write: true,
     };
+}
+
+/// TCP or UDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// Byte streams over TCP.
+    Tcp,
+    /// Datagrams over UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// `tcp` or `udp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 /// What a backend can do beyond the [`Network`] contract.
@@ -137,6 +156,15 @@ pub enum PortSharing {
     First,
     /// Joins the group a [`PortSharing::First`] socket opened.
     Join,
+}
+
+/// The open-files limit ([`raise_open_files`]): each socket is a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// The soft limit before it was raised.
+    pub before: u64,
+    /// The soft limit now: as high as the hard limit lets it.
+    pub now: u64,
 }
 
 /// A listening or bound socket's options.

@@ -3,7 +3,7 @@
 //! on Linux (kqueue on the BSDs).
 
 use super::{
-    no_splice, not_a, nothing_to_wait_for, Bind, Capabilities, Close, Interest, Network,
+    no_splice, not_a, nothing_to_wait_for, Bind, Capabilities, Close, Interest, Network, OpenFiles,
     PortSharing, SocketId, Spliced,
 };
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -171,6 +171,32 @@ fn connecting(peer: SocketAddr, local: IpAddr) -> io::Result<std::net::TcpStream
         Err(err) => return Err(err),
     }
     Ok(socket.into())
+}
+
+/// Raises this process's soft open-files limit (`RLIMIT_NOFILE`) to its
+/// hard limit, as nginx's `worker_rlimit_nofile` does: each connection is
+/// a descriptor.
+pub fn raise_open_files() -> io::Result<Option<OpenFiles>> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(Some(OpenFiles {
+        before,
+        now: limit.rlim_cur,
+    }))
 }
 
 /// Sets `stop` when SIGINT or SIGTERM arrives; a second one exits the

@@ -13,23 +13,35 @@ pub(crate) struct Table {
     pub scenario: Vec<Scenario>,
 }
 
-/// A client column: an echokit build's `send`, or the kit's std client.
+/// A client column: an echokit build's `send`, the kit's std client, or
+/// an echokit build's `check` (the library's scenario of the same
+/// question, for scenarios that name one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Column {
     Native,
     Wasm,
     Std,
+    NativeCheck,
+    WasmCheck,
 }
 
 impl Column {
+    /// The check columns, which every scenario naming a `check` gets.
+    pub(crate) const CHECKS: [Column; 2] = [Column::NativeCheck, Column::WasmCheck];
+
     /// The echokit build behind this column, `None` for the std client.
     pub(crate) fn build(self) -> Option<Build> {
         match self {
-            Column::Native => Some(Build::Native),
-            Column::Wasm => Some(Build::Wasm),
+            Column::Native | Column::NativeCheck => Some(Build::Native),
+            Column::Wasm | Column::WasmCheck => Some(Build::Wasm),
             Column::Std => None,
         }
+    }
+
+    /// Whether this column runs `echokit check`.
+    pub(crate) fn is_check(self) -> bool {
+        Column::CHECKS.contains(&self)
     }
 }
 
@@ -39,6 +51,8 @@ impl fmt::Display for Column {
             Column::Native => "native",
             Column::Wasm => "wasm",
             Column::Std => "std",
+            Column::NativeCheck => "native_check",
+            Column::WasmCheck => "wasm_check",
         })
     }
 }
@@ -107,6 +121,10 @@ pub(crate) struct Scenario {
     pub exclusive: bool,
     #[serde(default)]
     pub params: Params,
+    /// The `echokit check` scenario that asks the same question: every
+    /// server then also gets the check columns.
+    #[serde(default)]
+    pub check: Option<String>,
     #[serde(default, rename = "deviation")]
     pub deviations: Vec<Deviation>,
 }
@@ -377,6 +395,22 @@ fn validate(s: &Scenario) -> Result<(), String> {
         if d.reason.trim().is_empty() {
             return Err("a deviation needs a reason".into());
         }
+    }
+    if let Some(name) = &s.check {
+        let Some(check) = echokit::check::scenario(name) else {
+            return Err(format!(
+                "`check = {name:?}` names no scenario of echokit check"
+            ));
+        };
+        if (check.protocol == echokit::net::Protocol::Udp) != s.udp || s.servers.is_empty() {
+            return Err(format!(
+                "`check = {name:?}` asks about {} echo, on the scenario's servers",
+                check.protocol.name()
+            ));
+        }
+    }
+    if s.clients.iter().any(|c| c.is_check()) {
+        return Err("the check columns come from `check = NAME`, not from `clients`".into());
     }
     Ok(())
 }

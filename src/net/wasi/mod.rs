@@ -12,7 +12,9 @@ mod poll;
 
 use self::convert::{family, from_wasi_addr, stream_error, to_io, to_wasi_addr};
 use self::poll::HostBudget;
-use super::{not_a, Bind, Capabilities, Close, Interest, Network, PortSharing, SocketId, Spliced};
+use super::{
+    not_a, Bind, Capabilities, Close, Interest, Network, OpenFiles, PortSharing, SocketId, Spliced,
+};
 use ::wasi::io::poll::Pollable;
 use ::wasi::io::streams::{InputStream, OutputStream, StreamError};
 use ::wasi::sockets::instance_network::instance_network;
@@ -251,6 +253,12 @@ fn single_event_loop() -> io::Error {
         io::ErrorKind::Unsupported,
         "this build has no threads and runs one event loop",
     )
+}
+
+/// A WASI 0.2 component has no open-files limit of its own to raise (its
+/// runtime's is the host process's): returns `None`.
+pub fn raise_open_files() -> io::Result<Option<OpenFiles>> {
+    Ok(None)
 }
 
 /// A WASI 0.2 component cannot be asked to terminate: there are no

@@ -6,6 +6,7 @@ use crate::kit::std_client::IO_TIMEOUT;
 use crate::kit::table::param;
 use crate::kit::world;
 use std::net::{TcpListener, TcpStream, UdpSocket};
+use testkit::limits;
 
 /// A loopback address nobody listens on (TCP) or receives on (UDP):
 /// bound, then released.
@@ -103,4 +104,39 @@ pub(super) fn component_world(case: &Case) -> Result<(), String> {
         &param!(s, package),
         &param!(s, world),
     )
+}
+
+/// A check column: `echokit check --only CHECK` of the column's build
+/// against the scenario's server must pass.
+pub(super) fn check_column(case: &Case) -> Result<(), String> {
+    let s = &case.scenario;
+    let name = (s.check.as_deref()).ok_or("a check column needs `check` in the table")?;
+    limits::ensure_open_files(4096)?;
+    let mut server = case.start_server()?;
+    let flag = if s.udp { "--udp-connect" } else { "--connect" };
+    let addr = server.addr.to_string();
+    let args: Vec<String> = ["check", flag, &addr, "--only", name, "--json"]
+        .map(str::to_owned)
+        .into();
+    let target = Target::new(case.column()?.build().ok_or("no build")?);
+    let out = check::run(&target, &args, None, check::PROCESS_TIMEOUT)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = (stdout.lines())
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["type"] == "scenario" && line["name"] == name);
+    let result = match line {
+        Some(line) if line["result"] == "pass" && out.code == Some(0) => Ok(()),
+        Some(line) => Err(format!(
+            "`{}`: {name} {} (exit {:?}): {}",
+            out.what, line["result"], out.code, line["reason"]
+        )),
+        None => Err(format!(
+            "`{}` (exit {:?}) reported no {name} line; stdout: {stdout}; stderr: {}",
+            out.what,
+            out.code,
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    };
+    with_server(&server, result)?;
+    server.ensure_alive()
 }

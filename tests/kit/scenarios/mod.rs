@@ -98,6 +98,9 @@ pub(crate) fn run(case: &Case) -> Result<(), String> {
 }
 
 fn run_kind(case: &Case) -> Result<(), String> {
+    if case.client.is_some_and(Column::is_check) {
+        return client::check_column(case);
+    }
     match case.scenario.kind {
         Kind::Echo => stream::echo(case),
         Kind::ManySmall => stream::many_small(case),

@@ -1,16 +1,17 @@
 //! Deterministic payloads: every connection and every message gets its own
-//! byte sequence, so a byte delivered to the wrong place is caught.
+//! byte sequence, so a byte delivered to the wrong place is caught; the
+//! load generator and the checks both send them.
 
 use crate::hash::mix;
 
 /// Identifies one byte sequence.
-pub(super) fn seed(connection: u64, message: u64) -> u64 {
+pub fn seed(connection: u64, message: u64) -> u64 {
     mix(connection.wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ message.wrapping_add(0x632b_e59b_d9b4_e019))
 }
 
 /// Fills `out` with the bytes at `offset..` of the sequence `seed`.
-pub(super) fn fill(seed: u64, offset: u64, out: &mut [u8]) {
+pub fn fill(seed: u64, offset: u64, out: &mut [u8]) {
     let mut word_index = offset / 8;
     let mut skip = (offset % 8) as usize;
     let mut pos = 0;
@@ -26,7 +27,7 @@ pub(super) fn fill(seed: u64, offset: u64, out: &mut [u8]) {
 
 /// Whether `data` equals the bytes at `offset..` of `seed`; `scratch` must
 /// be at least as long as `data`.
-pub(super) fn matches(seed: u64, offset: u64, data: &[u8], scratch: &mut [u8]) -> bool {
+pub fn matches(seed: u64, offset: u64, data: &[u8], scratch: &mut [u8]) -> bool {
     let expected = &mut scratch[..data.len()];
     fill(seed, offset, expected);
     expected == data

@@ -1,0 +1,251 @@
+//! `echokit check`: the conformance scenarios against any echo endpoint.
+
+use super::{parse_seconds, usage_error, EXIT_CODES};
+use anyhow::Context;
+use clap::Args;
+use echokit::check::{self, Endpoint, Options, Outcome, Scenario, Verdict, SCENARIOS};
+use echokit::clock::{Clock, MonotonicClock};
+use echokit::net::{self, HostNetwork};
+use serde::Serialize;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The JSON lines' schema: raised when a field changes meaning.
+const SCHEMA: u32 = 1;
+
+/// How long the endpoint may take to answer at all.
+const REACH_WITHIN: Duration = Duration::from_secs(5);
+
+fn scenarios_help() -> String {
+    let mut help = String::from("Scenarios (--list says what each proves):\n");
+    for protocol in ["tcp", "udp"] {
+        let names: Vec<&str> = (SCENARIOS.iter())
+            .filter(|s| s.protocol.name() == protocol)
+            .map(|s| s.name)
+            .collect();
+        help.push_str(&format!("  {protocol}: {}\n", names.join(", ")));
+    }
+    help.push('\n');
+    help.push_str(EXIT_CODES);
+    help.push_str(
+        "\nHere, 1 means a scenario failed and 3 that the endpoint could not be reached at all.",
+    );
+    help
+}
+
+/// Options of `echokit check`.
+#[derive(Debug, Args)]
+#[command(after_help = scenarios_help())]
+pub(crate) struct CheckArgs {
+    /// TCP echo endpoint to check, IP:PORT (default 127.0.0.1:7878 unless --udp-connect is given).
+    #[arg(long, value_name = "ADDR")]
+    connect: Option<SocketAddr>,
+
+    /// UDP echo endpoint to check, IP:PORT; the UDP scenarios are skipped without it.
+    #[arg(long, value_name = "ADDR")]
+    udp_connect: Option<SocketAddr>,
+
+    /// Run only the scenarios matching PATTERN (a name; `*` matches anything). Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    only: Vec<String>,
+
+    /// Leave out the scenarios matching PATTERN. Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    skip: Vec<String>,
+
+    /// List the scenarios and what each proves, and exit.
+    #[arg(long)]
+    list: bool,
+
+    /// The longest one scenario may take, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = parse_seconds)]
+    timeout: Duration,
+
+    /// Print one JSON object per scenario and a summary object (see the README).
+    #[arg(long)]
+    json: bool,
+
+    /// Also say what each scenario measured on the way.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// One scenario as a JSON line.
+#[derive(Serialize)]
+struct ScenarioLine<'a> {
+    r#type: &'static str,
+    name: &'a str,
+    protocol: &'a str,
+    result: &'a str,
+    reason: Option<&'a str>,
+    elapsed_ns: u64,
+    detail: &'a str,
+}
+
+/// The summary as a JSON line.
+#[derive(Serialize)]
+struct SummaryLine {
+    r#type: &'static str,
+    schema: u32,
+    tcp: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+    elapsed_ns: u64,
+}
+
+/// A scenario in `--list --json`.
+#[derive(Serialize)]
+struct ListedLine<'a> {
+    name: &'a str,
+    protocol: &'a str,
+    about: &'a str,
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The scenarios `--only` and `--skip` pick, in their own order; a
+/// pattern of `--only` that matches none is a usage error.
+fn selected(args: &CheckArgs) -> anyhow::Result<Vec<&'static Scenario>> {
+    for pattern in &args.only {
+        if !SCENARIOS.iter().any(|s| check::matches(pattern, s.name)) {
+            return Err(usage_error(&format!(
+                "--only {pattern} matches no scenario (see `echokit check --list`)"
+            )));
+        }
+    }
+    Ok(SCENARIOS
+        .iter()
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|p| check::matches(p, s.name)))
+        .filter(|s| !args.skip.iter().any(|p| check::matches(p, s.name)))
+        .collect())
+}
+
+/// Runs `echokit check`: one line per scenario, then the counts; fails
+/// when a scenario failed.
+pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
+    let scenarios = selected(args)?;
+    let mut stdout = io::stdout().lock();
+    if args.list {
+        for s in &scenarios {
+            let protocol = s.protocol.name();
+            match args.json {
+                true => {
+                    let line = ListedLine {
+                        name: s.name,
+                        protocol,
+                        about: s.about,
+                    };
+                    writeln!(stdout, "{}", serde_json::to_string(&line)?)?;
+                }
+                false => writeln!(stdout, "{:<18} {protocol}  {}", s.name, s.about)?,
+            }
+        }
+        return Ok(());
+    }
+    let endpoint = Endpoint {
+        tcp: match (args.connect, args.udp_connect) {
+            (None, None) => Some(SocketAddr::from(([127, 0, 0, 1], 7878))),
+            (tcp, _) => tcp,
+        },
+        udp: args.udp_connect,
+    };
+    // 1,000 connections at once need as many descriptors.
+    let _ = net::raise_open_files();
+    let mut net = HostNetwork::new().context("cannot open the network")?;
+    let clock = MonotonicClock::new();
+    check::reach(&mut net, &clock, &endpoint, REACH_WITHIN)?;
+    let options = Options {
+        timeout: args.timeout,
+    };
+    let mut failure = None;
+    let summary = check::run(
+        &mut net,
+        &clock,
+        &endpoint,
+        options,
+        &scenarios,
+        |outcome| {
+            if let Err(err) = report(&mut stdout, args, outcome) {
+                failure.get_or_insert(err);
+            }
+        },
+    );
+    if let Some(err) = failure {
+        return Err(err).context("cannot write the report");
+    }
+    match args.json {
+        true => {
+            let line = SummaryLine {
+                r#type: "summary",
+                schema: SCHEMA,
+                tcp: endpoint.tcp,
+                udp: endpoint.udp,
+                passed: summary.passed,
+                failed: summary.failed,
+                skipped: summary.skipped,
+                elapsed_ns: nanos(clock.now()),
+            };
+            writeln!(stdout, "{}", serde_json::to_string(&line)?)?;
+        }
+        false => writeln!(stdout, "{summary}")?,
+    }
+    stdout.flush()?;
+    match summary.failed {
+        0 => Ok(()),
+        failed => Err(CheckFailed(failed).into()),
+    }
+}
+
+/// One outcome, as a line of text or JSON.
+fn report(out: &mut impl Write, args: &CheckArgs, outcome: &Outcome) -> io::Result<()> {
+    let name = outcome.scenario.name;
+    if args.json {
+        let line = ScenarioLine {
+            r#type: "scenario",
+            name,
+            protocol: outcome.scenario.protocol.name(),
+            result: match outcome.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Fail(_) => "fail",
+                Verdict::Skip(_) => "skip",
+            },
+            reason: outcome.verdict.reason(),
+            elapsed_ns: nanos(outcome.elapsed),
+            detail: &outcome.detail,
+        };
+        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        return out.flush();
+    }
+    let seconds = outcome.elapsed.as_secs_f64();
+    let reason = outcome
+        .verdict
+        .reason()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "{} {name} ({seconds:.3}s){reason}",
+        outcome.verdict.word()
+    )?;
+    if args.verbose && !outcome.detail.is_empty() {
+        writeln!(out, "     {}", outcome.detail)?;
+    }
+    out.flush()
+}
+
+/// Some scenarios failed: the check's verdict, exit status 1.
+#[derive(Debug)]
+pub(crate) struct CheckFailed(usize);
+
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} scenario(s) failed", self.0)
+    }
+}
+
+impl std::error::Error for CheckFailed {}
