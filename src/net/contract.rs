@@ -142,7 +142,8 @@ fn unregistered_ids_are_errors<N: Network>(mut net: N, _clock: impl Clock) {
 /// One module per backend, each running every contract test on a fresh
 /// network and clock from `$open`.
 macro_rules! contract_tests {
-    ($($backend:ident => $open:expr;)*) => {$(
+    ($($(#[$attr:meta])* $backend:ident => $open:expr;)*) => {$(
+        $(#[$attr])*
         mod $backend {
             use super::*;
 
