@@ -1,13 +1,15 @@
 //! The UDP scenarios: datagrams sent from one or two sockets, each echo
 //! matched to the datagram it repeats by its content (every datagram sent
 //! differs), so that loss, change, duplication, reordering and echoes to
-//! the wrong client are each told apart.
+//! the wrong client are each told apart. (B-tree maps, not hash maps: a
+//! `HashMap`'s random seed would make the component import
+//! `wasi:random/insecure-seed`.)
 
 use super::{Probe, Verdict};
 use crate::clock::Clock;
 use crate::net::{any_local, would_block, Bind, Close, Interest, Network, SocketId};
 use crate::pattern;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -60,7 +62,7 @@ struct Client<'a> {
     datagrams: &'a [Vec<u8>],
     next: usize,
     /// When each datagram in flight was sent, by index.
-    in_flight: HashMap<usize, Duration>,
+    in_flight: BTreeMap<usize, Duration>,
     echoed: Vec<bool>,
     highest: Option<usize>,
     tally: Tally,
@@ -105,7 +107,7 @@ fn exchange<N: Network, C: Clock>(
 ) -> io::Result<Vec<Tally>> {
     let net = &mut *probe.net;
     let mut clients: Vec<Client> = Vec::new();
-    let mut owner: HashMap<&[u8], (usize, usize)> = HashMap::new();
+    let mut owner: BTreeMap<&[u8], (usize, usize)> = BTreeMap::new();
     for (c, datagrams) in payloads.iter().enumerate() {
         let socket = net.bind_udp(any_local(addr), Bind::default())?;
         net.set_interest(socket, Interest::READ);
@@ -116,7 +118,7 @@ fn exchange<N: Network, C: Clock>(
             socket,
             datagrams,
             next: 0,
-            in_flight: HashMap::new(),
+            in_flight: BTreeMap::new(),
             echoed: vec![false; datagrams.len()],
             highest: None,
             tally: Tally::default(),
@@ -135,7 +137,7 @@ fn exchange<N: Network, C: Clock>(
 fn run_clients<N: Network, C: Clock>(
     probe: &mut Probe<'_, N, C>,
     clients: &mut [Client],
-    owner: &HashMap<&[u8], (usize, usize)>,
+    owner: &BTreeMap<&[u8], (usize, usize)>,
     addr: SocketAddr,
     window: usize,
     wait: Duration,
@@ -199,7 +201,7 @@ fn receive<N: Network>(
     net: &mut N,
     clients: &mut [Client],
     c: usize,
-    owner: &HashMap<&[u8], (usize, usize)>,
+    owner: &BTreeMap<&[u8], (usize, usize)>,
     addr: SocketAddr,
     buf: &mut [u8],
 ) -> io::Result<()> {

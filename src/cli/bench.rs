@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use echokit::bench::{self, Mode, Plan, Snapshot};
 use echokit::clock::MonotonicClock;
-use echokit::net::{HostNetwork, Network};
+use echokit::net::{self, Job, Network};
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -51,6 +51,9 @@ pub(super) struct BenchArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    io: super::IoArgs,
 }
 
 /// Runs `echokit bench`: prints the report, then fails if any connection
@@ -71,7 +74,27 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         udp: args.udp,
         reset: args.reset,
     };
-    let mut net = HostNetwork::new().context("cannot open the network")?;
+    let io = args.io.choice(super::log::Level::Errors);
+    net::run_on(io, Bench { args, plan }).context("cannot set up the network")?
+}
+
+/// `bench` on the network a [`Job`] is given.
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    plan: Plan,
+}
+
+impl Job for Bench<'_> {
+    type Output = anyhow::Result<()>;
+
+    fn run<N: Network + 'static>(self, open: fn() -> std::io::Result<N>) -> Self::Output {
+        let Bench { args, plan } = self;
+        measure(args, &plan, open().context("cannot open the network")?)
+    }
+}
+
+/// Runs `plan` on `net` and prints the report.
+fn measure<N: Network>(args: &BenchArgs, plan: &Plan, mut net: N) -> anyhow::Result<()> {
     if args.reset && !net.capabilities().reset {
         eprintln!(
             "echokit: warning: this build cannot reset connections (WASI 0.2 has no \
@@ -91,7 +114,7 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
             );
         }
     };
-    let report = bench::run(&mut net, &MonotonicClock::new(), &plan, show)
+    let report = bench::run(&mut net, &MonotonicClock::new(), plan, show)
         .with_context(|| format!("benchmark against {} failed", plan.addr))?;
     if on_terminal {
         eprintln!();

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use echokit::check::{self, Endpoint, Options, Outcome, Scenario, Verdict, SCENARIOS};
 use echokit::clock::{Clock, MonotonicClock};
-use echokit::net::{self, HostNetwork};
+use echokit::net::{self, Job, Network};
 use serde::Serialize;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -69,6 +69,9 @@ pub(crate) struct CheckArgs {
     /// Also say what each scenario measured on the way.
     #[arg(short, long)]
     verbose: bool,
+
+    #[command(flatten)]
+    io: super::IoArgs,
 }
 
 /// One scenario as a JSON line.
@@ -129,8 +132,8 @@ fn selected(args: &CheckArgs) -> anyhow::Result<Vec<&'static Scenario>> {
 /// when a scenario failed.
 pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let scenarios = selected(args)?;
-    let mut stdout = io::stdout().lock();
     if args.list {
+        let mut stdout = io::stdout().lock();
         for s in &scenarios {
             let protocol = s.protocol.name();
             match args.json {
@@ -147,6 +150,34 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // 1,000 connections at once need as many descriptors.
+    let _ = net::raise_open_files();
+    let io = args.io.choice(super::log::Level::Errors);
+    net::run_on(io, Check { args, scenarios }).context("cannot set up the network")?
+}
+
+/// `check` on the network a [`Job`] is given.
+struct Check<'a> {
+    args: &'a CheckArgs,
+    scenarios: Vec<&'static Scenario>,
+}
+
+impl Job for Check<'_> {
+    type Output = anyhow::Result<()>;
+
+    fn run<N: Network + 'static>(self, open: fn() -> io::Result<N>) -> Self::Output {
+        let net = open().context("cannot open the network")?;
+        check_on(self.args, &self.scenarios, net)
+    }
+}
+
+/// The check itself, on `net`.
+fn check_on<N: Network>(
+    args: &CheckArgs,
+    scenarios: &[&'static Scenario],
+    mut net: N,
+) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
     let endpoint = Endpoint {
         tcp: match (args.connect, args.udp_connect) {
             (None, None) => Some(SocketAddr::from(([127, 0, 0, 1], 7878))),
@@ -154,27 +185,17 @@ pub(crate) fn run(args: &CheckArgs) -> anyhow::Result<()> {
         },
         udp: args.udp_connect,
     };
-    // 1,000 connections at once need as many descriptors.
-    let _ = net::raise_open_files();
-    let mut net = HostNetwork::new().context("cannot open the network")?;
     let clock = MonotonicClock::new();
     check::reach(&mut net, &clock, &endpoint, REACH_WITHIN)?;
     let options = Options {
         timeout: args.timeout,
     };
     let mut failure = None;
-    let summary = check::run(
-        &mut net,
-        &clock,
-        &endpoint,
-        options,
-        &scenarios,
-        |outcome| {
-            if let Err(err) = report(&mut stdout, args, outcome) {
-                failure.get_or_insert(err);
-            }
-        },
-    );
+    let summary = check::run(&mut net, &clock, &endpoint, options, scenarios, |outcome| {
+        if let Err(err) = report(&mut stdout, args, outcome) {
+            failure.get_or_insert(err);
+        }
+    });
     if let Some(err) = failure {
         return Err(err).context("cannot write the report");
     }

@@ -10,6 +10,7 @@ mod send;
 mod serve;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use echokit::net::Io;
 use echokit::{bench as load, client};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -69,6 +70,31 @@ pub(crate) fn main() -> ExitCode {
             eprintln!("echokit: {err:#}");
             ExitCode::from(exit_status(&err))
         }
+    }
+}
+
+/// The I/O backend option of the commands that open sockets.
+#[derive(Debug, clap::Args)]
+struct IoArgs {
+    /// I/O backend: auto (io_uring where the kernel allows it, else epoll); the wasm build has one.
+    #[arg(long, value_enum, default_value_t = Io::Auto)]
+    io: Io,
+}
+
+impl IoArgs {
+    /// The backend asked for; on the WebAssembly build, a note at `level`
+    /// when one was named.
+    fn choice(&self, level: log::Level) -> Io {
+        if cfg!(target_os = "wasi") && self.io != Io::Auto {
+            level.say(
+                log::Level::Errors,
+                format_args!(
+                    "note: --io {:?} ignored: the WebAssembly build has one backend (wasi)",
+                    self.io
+                ),
+            );
+        }
+        self.io
     }
 }
 

@@ -7,7 +7,8 @@ use clap::Args;
 use echokit::client::datagram::{send_datagrams, DatagramOptions, MAX_DATAGRAM};
 use echokit::client::{self, Error};
 use echokit::clock::MonotonicClock;
-use echokit::net::HostNetwork;
+use echokit::net::{self, Job, Network};
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,39 +46,58 @@ pub(super) struct SendArgs {
     /// How many times a datagram is sent again before it counts as lost (with --udp).
     #[arg(long, value_name = "N", default_value_t = 3, requires = "udp")]
     retries: u32,
+
+    #[command(flatten)]
+    io: super::IoArgs,
 }
 
 /// Runs `echokit send`; a wrong echo is a [`client::Error`] that says how.
 pub(super) fn run(args: &SendArgs) -> anyhow::Result<()> {
     let input = read_input(&args.input)?;
-    let mut net = HostNetwork::new().context("cannot open the network")?;
-    let mut out = open_output(&args.output)?;
-    let result = if args.udp {
-        let options = DatagramOptions {
-            size: args.datagram_size as usize,
-            timeout: args.timeout,
-            retries: args.retries,
+    let io = args.io.choice(super::log::Level::Errors);
+    net::run_on(io, Send { args, input }).context("cannot set up the network")?
+}
+
+/// `send` on the network a [`Job`] is given.
+struct Send<'a> {
+    args: &'a SendArgs,
+    input: Vec<u8>,
+}
+
+impl Job for Send<'_> {
+    type Output = anyhow::Result<()>;
+
+    fn run<N: Network + 'static>(self, open: fn() -> io::Result<N>) -> Self::Output {
+        let Send { args, input } = self;
+        let mut net = open().context("cannot open the network")?;
+        let mut out = open_output(&args.output)?;
+        let result = if args.udp {
+            let options = DatagramOptions {
+                size: args.datagram_size as usize,
+                timeout: args.timeout,
+                retries: args.retries,
+            };
+            let clock = MonotonicClock::new();
+            send_datagrams(&mut net, &clock, args.connect, &input, options, &mut out).map(|report| {
+                if report.retransmits + report.late > 0 {
+                    eprintln!(
+                        "echokit: {} datagrams echoed; {} sent again after a timeout, {} late echoes (reordered or duplicated)",
+                        report.datagrams, report.retransmits, report.late
+                    );
+                }
+            })
+        } else {
+            client::send(&mut net, args.connect, &input, &mut out).map(drop)
         };
-        let clock = MonotonicClock::new();
-        send_datagrams(&mut net, &clock, args.connect, &input, options, &mut out).map(|report| {
-            if report.retransmits + report.late > 0 {
-                eprintln!(
-                    "echokit: {} datagrams echoed; {} sent again after a timeout, {} late echoes (reordered or duplicated)",
-                    report.datagrams, report.retransmits, report.late
-                );
+        out.flush()?;
+        let err = match result {
+            Ok(()) => return Ok(()),
+            Err(err) if err.is_mismatch() => return Err(err.into()),
+            Err(Error::Cut(cut)) if cut.closed_at_once() => {
+                anyhow::anyhow!("{cut}; is it at its --max-connections?")
             }
-        })
-    } else {
-        client::send(&mut net, args.connect, &input, &mut out).map(drop)
-    };
-    out.flush()?;
-    let err = match result {
-        Ok(()) => return Ok(()),
-        Err(err) if err.is_mismatch() => return Err(err.into()),
-        Err(Error::Cut(cut)) if cut.closed_at_once() => {
-            anyhow::anyhow!("{cut}; is it at its --max-connections?")
-        }
-        Err(err) => err.into(),
-    };
-    Err(err.context(format!("echo via {} failed", args.connect)))
+            Err(err) => err.into(),
+        };
+        Err(err.context(format!("echo via {} failed", args.connect)))
+    }
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use echokit::clock::MonotonicClock;
 use echokit::engine::{Config, ConnectionCount, Server, Stats};
-use echokit::net::{self, Bind, HostNetwork, Network, PortSharing, Protocol};
+use echokit::net::{self, Bind, Job, Network, PortSharing, Protocol};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +64,9 @@ pub(super) struct ServeArgs {
     /// Print nothing on stderr, not even errors (the "listening on" line stays).
     #[arg(short, long)]
     quiet: bool,
+
+    #[command(flatten)]
+    io: super::IoArgs,
 }
 
 /// What every event loop of one server shares.
@@ -83,12 +86,12 @@ struct Plan {
 impl Plan {
     /// A server on `net` listening on `addr` (TCP, then UDP on the port
     /// TCP got); returns it and the address bound.
-    fn server(
+    fn server<N: Network>(
         &self,
-        net: HostNetwork,
+        net: N,
         addr: SocketAddr,
         sharing: PortSharing,
-    ) -> anyhow::Result<(Server<HostNetwork, Log>, SocketAddr)> {
+    ) -> anyhow::Result<(Server<N, Log>, SocketAddr)> {
         let mut server = Server::new(net, self.config.clone(), self.count.clone(), self.log);
         let bind = Bind {
             backlog: self.backlog,
@@ -110,7 +113,7 @@ impl Plan {
     }
 
     /// Runs `server` until the plan's stop; a failure stops the others.
-    fn serve(&self, server: &mut Server<HostNetwork, Log>, watched: bool) -> io::Result<Stats> {
+    fn serve<N: Network>(&self, server: &mut Server<N, Log>, watched: bool) -> io::Result<Stats> {
         let clock = MonotonicClock::new();
         let stop = watched.then_some(&*self.stop);
         let result = server.serve_until(&clock, stop, self.grace);
@@ -124,67 +127,83 @@ impl Plan {
 /// Runs `echokit serve`: natively until SIGINT or SIGTERM, then shuts down
 /// gracefully and prints a summary; in wasm until the process is killed.
 pub(super) fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    let level = Level::from_flags(args.quiet, args.verbose);
-    let plan = Plan {
-        config: Config {
-            max_connections: args.max_connections as usize,
-            idle_timeout: args.idle_timeout,
-            ..Config::default()
-        },
-        count: ConnectionCount::default(),
-        backlog: args.backlog,
-        tcp: args.tcp || !args.udp,
-        udp: args.udp,
-        log: Log(level),
-        stop: Arc::new(AtomicBool::new(false)),
-        grace: args.shutdown_timeout,
-    };
-    let signals =
-        net::watch_termination(&plan.stop).context("cannot watch for termination signals")?;
-    let net = open_network()?;
-    let loops = event_loops(args.workers, net.capabilities().threads, level);
-    let sharing = match loops {
-        1 => PortSharing::Alone,
-        _ => PortSharing::First,
-    };
-    let (mut server, bound) = plan.server(net, args.listen, sharing)?;
-    let workers = (1..loops)
-        .map(|number| start_worker(&plan, bound, number))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {bound}")?;
-    stdout.flush()?;
-    if !bound.ip().is_loopback() {
+    let io = args.io.choice(Level::from_flags(args.quiet, args.verbose));
+    net::run_on(io, Serve(args)).context("cannot set up the network")?
+}
+
+/// `serve` on the network a [`Job`] is given.
+struct Serve<'a>(&'a ServeArgs);
+
+impl Job for Serve<'_> {
+    type Output = anyhow::Result<()>;
+
+    fn run<N: Network + 'static>(self, open: fn() -> io::Result<N>) -> Self::Output {
+        let args = self.0;
+        let level = Level::from_flags(args.quiet, args.verbose);
+        let plan = Plan {
+            config: Config {
+                max_connections: args.max_connections as usize,
+                idle_timeout: args.idle_timeout,
+                ..Config::default()
+            },
+            count: ConnectionCount::default(),
+            backlog: args.backlog,
+            tcp: args.tcp || !args.udp,
+            udp: args.udp,
+            log: Log(level),
+            stop: Arc::new(AtomicBool::new(false)),
+            grace: args.shutdown_timeout,
+        };
+        let signals =
+            net::watch_termination(&plan.stop).context("cannot watch for termination signals")?;
+        let net = open().context("cannot open the network")?;
+        let capabilities = net.capabilities();
+        level.say(
+            Level::Connections,
+            format_args!("I/O backend: {}", capabilities.name),
+        );
+        let loops = event_loops(args.workers, capabilities.threads, level);
+        let sharing = match loops {
+            1 => PortSharing::Alone,
+            _ => PortSharing::First,
+        };
+        let (mut server, bound) = plan.server(net, args.listen, sharing)?;
+        let workers = (1..loops)
+            .map(|number| start_worker(&plan, open, bound, number))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "listening on {bound}")?;
+        stdout.flush()?;
+        if !bound.ip().is_loopback() {
+            level.say(
+                Level::Errors,
+                format_args!(
+                    "warning: {bound} is not a loopback address; the echo service is reachable from the network"
+                ),
+            );
+        }
+        // With workers, a failing loop stops the others through the flag.
+        let watched = signals || loops > 1;
+        let mut stats = plan
+            .serve(&mut server, watched)
+            .context("event loop failed")?;
+        for worker in workers {
+            match worker.join() {
+                Ok(worker_stats) => {
+                    stats += worker_stats.context("a worker's event loop failed")?
+                }
+                Err(_) => anyhow::bail!("a worker thread panicked"),
+            }
+        }
         level.say(
             Level::Errors,
             format_args!(
-                "warning: {bound} is not a loopback address; the echo service is reachable from the network"
+                "stopped: served {} connections, echoed {} bytes and {} datagrams; {} connections cut off by --shutdown-timeout",
+                stats.connections, stats.bytes, stats.datagrams, stats.cut_off
             ),
         );
+        Ok(())
     }
-    // With workers, a failing loop stops the others through the flag.
-    let watched = signals || loops > 1;
-    let mut stats = plan
-        .serve(&mut server, watched)
-        .context("event loop failed")?;
-    for worker in workers {
-        match worker.join() {
-            Ok(worker_stats) => stats += worker_stats.context("a worker's event loop failed")?,
-            Err(_) => anyhow::bail!("a worker thread panicked"),
-        }
-    }
-    level.say(
-        Level::Errors,
-        format_args!(
-            "stopped: served {} connections, echoed {} bytes and {} datagrams; {} connections cut off by --shutdown-timeout",
-            stats.connections, stats.bytes, stats.datagrams, stats.cut_off
-        ),
-    );
-    Ok(())
-}
-
-fn open_network() -> anyhow::Result<HostNetwork> {
-    HostNetwork::new().context("cannot open the network")
 }
 
 /// How many event loops to run: `--workers`, else one per core where the
@@ -208,10 +227,12 @@ fn event_loops(requested: Option<u32>, threads: bool, level: Level) -> usize {
     1
 }
 
-/// Starts event loop `number` on its own thread, serving `bound`; returns
-/// once it listens, or with the reason it cannot.
-fn start_worker(
+/// Starts event loop `number` on its own thread, on a network `open`
+/// opens there, serving `bound`; returns once it listens, or with the
+/// reason it cannot.
+fn start_worker<N: Network + 'static>(
     plan: &Plan,
+    open: fn() -> io::Result<N>,
     bound: SocketAddr,
     number: usize,
 ) -> anyhow::Result<JoinHandle<io::Result<Stats>>> {
@@ -220,7 +241,9 @@ fn start_worker(
     let worker = thread::Builder::new()
         .name(format!("echokit-worker-{number}"))
         .spawn(move || {
-            match open_network().and_then(|net| plan.server(net, bound, PortSharing::Join)) {
+            let server = (open().context("cannot open the network"))
+                .and_then(|net| plan.server(net, bound, PortSharing::Join));
+            match server {
                 Ok((mut server, _)) => {
                     let _ = listening.send(Ok(()));
                     plan.serve(&mut server, true)

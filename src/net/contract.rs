@@ -1,5 +1,6 @@
 //! The contract every backend keeps, as tests run on each: the host's own
-//! backend (native, or wasi when the unit tests run under a WASI runtime),
+//! backends (epoll natively, wasi when the unit tests run under a WASI
+//! runtime),
 //! the loopback network, and the fault injector with no faults (which
 //! must only forward).
 
@@ -190,7 +191,10 @@ fn loopback(splices: bool) -> (loopback::LoopbackNetwork, Loopback) {
 }
 
 contract_tests! {
-    host => (HostNetwork::new().unwrap(), MonotonicClock::new());
+    #[cfg(not(target_os = "wasi"))]
+    epoll => (NativeNetwork::new().unwrap(), MonotonicClock::new());
+    #[cfg(target_os = "wasi")]
+    wasi => (WasiNetwork::new().unwrap(), MonotonicClock::new());
     loopback_spliced => loopback(true);
     loopback_copied => loopback(false);
     faults_off => {

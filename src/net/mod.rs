@@ -34,9 +34,53 @@ mod native;
 mod wasi;
 
 #[cfg(not(target_os = "wasi"))]
-pub use native::{raise_open_files, watch_termination, NativeNetwork as HostNetwork};
+pub use native::{raise_open_files, watch_termination, NativeNetwork};
 #[cfg(target_os = "wasi")]
-pub use wasi::{raise_open_files, watch_termination, WasiNetwork as HostNetwork};
+pub use wasi::{raise_open_files, watch_termination, WasiNetwork};
+
+/// Which I/O backend to run on (`--io`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Io {
+    /// The fastest the host lets this process set up.
+    #[default]
+    Auto,
+    /// Readiness from epoll (native).
+    Epoll,
+    /// Completions from io_uring (Linux).
+    Uring,
+}
+
+/// Work generic over the network it runs on: see [`run_on`].
+pub trait Job {
+    /// What the work returns.
+    type Output;
+
+    /// Does the work; `open` opens a network of the chosen backend, one
+    /// per event loop (a function, so that other threads can call it).
+    fn run<N: Network + 'static>(self, open: fn() -> io::Result<N>) -> Self::Output;
+}
+
+/// Runs `job` on the backend `io` names, or the host's best for
+/// [`Io::Auto`]; fails when the named backend cannot be set up here.
+/// The WebAssembly build has one backend and runs every job on it.
+pub fn run_on<J: Job>(io: Io, job: J) -> io::Result<J::Output> {
+    #[cfg(target_os = "wasi")]
+    let ran = {
+        let _ = io;
+        job.run(WasiNetwork::new)
+    };
+    #[cfg(not(target_os = "wasi"))]
+    let ran = match io {
+        Io::Auto | Io::Epoll => job.run(NativeNetwork::new),
+        Io::Uring => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring is not available in this build",
+            ))
+        }
+    };
+    Ok(ran)
+}
 
 #[cfg(test)]
 mod contract;

@@ -162,14 +162,21 @@ pub(crate) fn max_connections(build: Build) {
         .output()
         .expect("serve --help");
     let help = String::from_utf8_lossy(&help.stdout);
-    let line = help
+    // The option's entry: its line, and the lines of a longer help below
+    // it up to the next option.
+    let mut lines = help
         .lines()
-        .find(|line| line.contains("--max-connections"))
-        .unwrap_or_else(|| panic!("no --max-connections in `serve --help`:\n{help}"));
+        .skip_while(|line| !line.contains("--max-connections"));
+    let first = lines.next().unwrap_or_default();
+    let entry: String = std::iter::once(first)
+        .chain(lines.take_while(|line| !line.trim_start().starts_with('-')))
+        .collect::<Vec<_>>()
+        .join(" ");
     assert!(
-        line.contains("[default: 10000]"),
-        "`serve --help` does not give 10000 as the default: {line:?}"
+        entry.contains("[default: 10000]"),
+        "`serve --help` does not give 10000 as the default of --max-connections: {entry:?}\n{help}"
     );
+    let line = entry.trim().to_owned();
 
     let mut server = start_server(build, &["--max-connections", "5"], None);
     let addr = server.addr;
