@@ -16,7 +16,8 @@
 
 mod engine {
     use criterion::{criterion_group, Criterion, Throughput};
-    use echokit::client::Exchange;
+    use echokit::client::{Exchange, HalfClose};
+    use echokit::clock::Clock;
     use echokit::engine::{Config, ConnectionCount, Server};
     use echokit::net::loopback::{Loopback, LoopbackNetwork};
     use echokit::net::{try_read, try_write, Bind, Close, Network, Protocol, SocketId};
@@ -77,7 +78,8 @@ mod engine {
             let mut exchanges: Vec<_> = inputs
                 .iter()
                 .map(|input| {
-                    Exchange::connect(&mut self.client, self.addr, input).expect("connect")
+                    Exchange::connect(&mut self.client, self.addr, input, HalfClose::AfterInput)
+                        .expect("connect")
                 })
                 .collect();
             let mut done = vec![false; exchanges.len()];
@@ -85,7 +87,12 @@ mod engine {
             let mut sink = io::sink();
             for _ in 0..MAX_TURNS {
                 for (exchange, done) in exchanges.iter_mut().zip(&mut done) {
-                    if !*done && exchange.drive(&mut self.client, &mut sink).expect("drive") {
+                    let now = self.world.now();
+                    if !*done
+                        && exchange
+                            .drive(&mut self.client, now, &mut sink)
+                            .expect("drive")
+                    {
                         *done = true;
                         left -= 1;
                     }

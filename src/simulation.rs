@@ -11,7 +11,7 @@
 //! - idle connections close on simulated time, within one sweep interval
 //!   of their timeout.
 
-use crate::client::Exchange;
+use crate::client::{Exchange, HalfClose};
 use crate::clock::Clock;
 use crate::engine::{sweep_interval, Config, ConnectionCount, Server};
 use crate::hash::mix;
@@ -240,7 +240,13 @@ impl<'a> Simulation<'a> {
         match event {
             Event::Open { .. } => {
                 let input = &self.inputs[self.clients.len()];
-                let exchange = Exchange::connect(&mut self.net, self.addr, input)
+                // Half the clients half-close at once, so that the server
+                // must send the tail of the echo after their FIN.
+                let half_close = match self.clients.len() % 2 {
+                    0 => HalfClose::AfterInput,
+                    _ => HalfClose::AfterEcho,
+                };
+                let exchange = Exchange::connect(&mut self.net, self.addr, input, half_close)
                     .map_err(|err| Violation(format!("cannot connect: {err}")))?;
                 self.clients.push(Client {
                     input,
@@ -301,7 +307,10 @@ impl<'a> Simulation<'a> {
             if client.finished.is_some() {
                 continue;
             }
-            match client.exchange.drive(&mut self.net, &mut client.output) {
+            match client
+                .exchange
+                .drive(&mut self.net, self.world.now(), &mut client.output)
+            {
                 Ok(false) => {}
                 Ok(true) => client.finished = Some(client.exchange.verdict().is_ok()),
                 Err(_) => client.finished = Some(false),

@@ -94,6 +94,10 @@ fn main() -> ExitCode {
 
 /// One trial per scenario and pairing, plus the kit's self-check.
 fn trials(scenarios: Vec<Scenario>, fixtures: &std::path::Path) -> Vec<Trial> {
+    let other_runtimes: Vec<_> = match testkit::runtime::all() {
+        Ok(all) => all.iter().filter(|r| !r.default).cloned().collect(),
+        Err(err) => return vec![Trial::test("kit::runtimes", move || Err(err.into()))],
+    };
     let mut trials = Vec::new();
     let mut network_scenarios = 0usize;
     let mut wasm_tests = 0usize;
@@ -101,35 +105,45 @@ fn trials(scenarios: Vec<Scenario>, fixtures: &std::path::Path) -> Vec<Trial> {
         let scenario = Arc::new(scenario);
         network_scenarios += usize::from(scenario.tcp || scenario.udp);
         for (server, client) in pairings(&scenario) {
-            let name = test_name(&scenario, server, client);
-            wasm_tests += usize::from(
-                server == Some(Build::Wasm)
-                    || client.and_then(Column::build) == Some(Build::Wasm)
-                    || scenario.kind == Kind::ComponentWorld,
-            );
-            let case = Case {
-                scenario: scenario.clone(),
-                server,
-                client,
-                fixtures: fixtures.to_path_buf(),
-            };
-            let deviates = case.deviation().is_some();
-            let exclusive = scenario.exclusive;
-            let trial = Trial::test(name, move || {
-                let result = if exclusive {
-                    let _alone = MACHINE.write().unwrap_or_else(|e| e.into_inner());
-                    kit::scenarios::run(&case)
-                } else {
-                    let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
-                    kit::scenarios::run(&case)
+            let wasm = server == Some(Build::Wasm)
+                || client.and_then(Column::build) == Some(Build::Wasm)
+                || scenario.kind == Kind::ComponentWorld;
+            wasm_tests += usize::from(wasm);
+            // Every pairing as listed, then every one with wasm in it on
+            // each other runtime (both ends on it when both are wasm).
+            let mut runtimes = vec![None];
+            if wasm && scenario.kind != Kind::ComponentWorld {
+                let wasm_clients = match client {
+                    Some(column) if column.is_check() => 1,
+                    Some(column) if column.build() == Some(Build::Wasm) => {
+                        client_processes(&scenario)
+                    }
+                    _ => 0,
                 };
-                result.map_err(Failed::from)
-            });
-            trials.push(if deviates {
-                trial.with_kind("deviation")
-            } else {
-                trial
-            });
+                let fits = |r: &&Arc<testkit::runtime::Runtime>| {
+                    r.processes_at_once.is_none_or(|most| wasm_clients <= most)
+                };
+                runtimes.extend(
+                    other_runtimes
+                        .iter()
+                        .filter(fits)
+                        .map(|r| Some(r.name.clone())),
+                );
+            }
+            for runtime in runtimes {
+                let on = |build: Option<Build>| match build {
+                    Some(Build::Wasm) => runtime.clone(),
+                    _ => None,
+                };
+                trials.push(trial(Case {
+                    scenario: scenario.clone(),
+                    server,
+                    client,
+                    server_on: on(server),
+                    client_on: on(client.and_then(Column::build)),
+                    fixtures: fixtures.to_path_buf(),
+                }));
+            }
         }
     }
     trials.push(Trial::test("kit::wasm_coverage", move || {
@@ -144,6 +158,36 @@ fn trials(scenarios: Vec<Scenario>, fixtures: &std::path::Path) -> Vec<Trial> {
         }
     }));
     trials
+}
+
+/// How many client processes a scenario starts at once.
+fn client_processes(s: &Scenario) -> usize {
+    match s.kind {
+        Kind::Concurrent => s.params.connections.unwrap_or(1),
+        Kind::UdpTwoClients | Kind::TcpAndUdp => 2,
+        _ => 1,
+    }
+}
+
+/// The test of one case: exclusive scenarios run alone.
+fn trial(case: Case) -> Trial {
+    let name = test_name(&case);
+    let deviates = case.deviation().is_some();
+    let exclusive = case.scenario.exclusive;
+    let trial = Trial::test(name, move || {
+        let result = if exclusive {
+            let _alone = MACHINE.write().unwrap_or_else(|e| e.into_inner());
+            kit::scenarios::run(&case)
+        } else {
+            let _shared = MACHINE.read().unwrap_or_else(|e| e.into_inner());
+            kit::scenarios::run(&case)
+        };
+        result.map_err(Failed::from)
+    });
+    match deviates {
+        true => trial.with_kind("deviation"),
+        false => trial,
+    }
 }
 
 /// The (server, client) pairings of a scenario, in table order, then the
@@ -174,15 +218,18 @@ fn pairings(s: &Scenario) -> Vec<(Option<Build>, Option<Column>)> {
     pairs
 }
 
-fn test_name(s: &Scenario, server: Option<Build>, client: Option<Column>) -> String {
-    let mut name = s.name.clone();
-    if let Some(server) = server {
-        name.push_str(&format!("::{server}_server"));
+/// `NAME::SERVER_server[@ON]::CLIENT_client[@ON]`, e.g.
+/// `large_8mib::wasm_server@jco::native_client`.
+fn test_name(case: &Case) -> String {
+    let at = |on: &Option<String>| on.as_ref().map(|on| format!("@{on}")).unwrap_or_default();
+    let mut name = case.scenario.name.clone();
+    if let Some(server) = case.server {
+        name.push_str(&format!("::{server}_server{}", at(&case.server_on)));
     }
-    if let Some(client) = client {
-        name.push_str(&format!("::{client}_client"));
+    if let Some(client) = case.client {
+        name.push_str(&format!("::{client}_client{}", at(&case.client_on)));
     }
-    if server.is_none() && client.is_none() {
+    if case.server.is_none() && case.client.is_none() {
         name.push_str("::wasm_component");
     }
     name

@@ -77,7 +77,7 @@ pub(crate) fn main() -> ExitCode {
 #[derive(Debug, clap::Args)]
 struct IoArgs {
     /// I/O backend: auto (io_uring where the kernel allows it, else epoll); the wasm build has one.
-    #[arg(long, value_enum, default_value_t = Io::Auto)]
+    #[arg(long, value_enum, env = "ECHOKIT_IO", default_value_t = Io::Auto)]
     io: Io,
 }
 

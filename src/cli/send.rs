@@ -71,13 +71,13 @@ impl Job for Send<'_> {
         let Send { args, input } = self;
         let mut net = open().context("cannot open the network")?;
         let mut out = open_output(&args.output)?;
+        let clock = MonotonicClock::new();
         let result = if args.udp {
             let options = DatagramOptions {
                 size: args.datagram_size as usize,
                 timeout: args.timeout,
                 retries: args.retries,
             };
-            let clock = MonotonicClock::new();
             send_datagrams(&mut net, &clock, args.connect, &input, options, &mut out).map(|report| {
                 if report.retransmits + report.late > 0 {
                     eprintln!(
@@ -87,7 +87,7 @@ impl Job for Send<'_> {
                 }
             })
         } else {
-            client::send(&mut net, args.connect, &input, &mut out).map(drop)
+            client::send(&mut net, &clock, args.connect, &input, &mut out).map(drop)
         };
         out.flush()?;
         let err = match result {

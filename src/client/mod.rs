@@ -4,12 +4,31 @@
 pub mod datagram;
 
 use self::datagram::DatagramMismatch;
+use crate::clock::Clock;
 use crate::net::{explain, try_read, try_write, would_block, Close, Interest, Network, SocketId};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 const READ_SIZE: usize = 64 * 1024;
+
+/// How long [`HalfClose::AfterEcho`] waits for more echo, once the input
+/// is all written, before it half-closes anyway.
+pub const SILENCE: Duration = Duration::from_secs(1);
+
+/// When an exchange half-closes its sending side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfClose {
+    /// As soon as the whole input is written: the server must still send
+    /// the rest of the echo after the FIN.
+    AfterInput,
+    /// Once the whole echo is back, or when nothing came back for
+    /// [`SILENCE`] after the input was written (a server that echoes only
+    /// at the end of the input then gets its FIN). On runtimes whose
+    /// half-close drops data still on its way (jco), no echo is lost.
+    AfterEcho,
+}
 
 /// The echo differed from what was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +99,11 @@ impl From<io::Error> for Error {
 pub struct Exchange<'a> {
     id: SocketId,
     input: &'a [u8],
+    half_close: HalfClose,
     written: usize,
     received: usize,
+    /// When a byte last moved (or the exchange was first driven).
+    last_progress: Option<Duration>,
     first_difference: Option<usize>,
     write_done: bool,
     read_done: bool,
@@ -90,14 +112,22 @@ pub struct Exchange<'a> {
 }
 
 impl<'a> Exchange<'a> {
-    /// Starts connecting to `addr`, ready to send `input`.
-    pub fn connect<N: Network>(net: &mut N, addr: SocketAddr, input: &'a [u8]) -> io::Result<Self> {
+    /// Starts connecting to `addr`, ready to send `input` and to
+    /// half-close as `half_close` says.
+    pub fn connect<N: Network>(
+        net: &mut N,
+        addr: SocketAddr,
+        input: &'a [u8],
+        half_close: HalfClose,
+    ) -> io::Result<Self> {
         let id = net.connect(addr, None).map_err(|err| explain(err, addr))?;
         Ok(Exchange {
             id,
             input,
+            half_close,
             written: 0,
             received: 0,
+            last_progress: None,
             first_difference: None,
             write_done: false,
             read_done: false,
@@ -112,15 +142,23 @@ impl<'a> Exchange<'a> {
     }
 
     /// Moves bytes until the socket would block; passes the echo to `out`.
-    /// Returns `true` once the peer has closed its side.
-    pub fn drive<N: Network>(&mut self, net: &mut N, out: &mut impl Write) -> io::Result<bool> {
+    /// Returns `true` once the peer has closed its side. `now` times the
+    /// silence [`HalfClose::AfterEcho`] waits out.
+    pub fn drive<N: Network>(
+        &mut self,
+        net: &mut N,
+        now: Duration,
+        out: &mut impl Write,
+    ) -> io::Result<bool> {
+        self.last_progress.get_or_insert(now);
         loop {
             let mut progressed = false;
             if !self.write_done {
-                progressed |= self.send(net)?;
+                progressed |= self.send(net, now)?;
             }
             if let Some(n) = try_read(net, self.id, &mut self.buf)? {
                 progressed = true;
+                self.last_progress = Some(now);
                 let echo = &self.buf[..n];
                 if echo.is_empty() {
                     self.read_done = true;
@@ -139,7 +177,8 @@ impl<'a> Exchange<'a> {
         }
         let interest = Interest {
             read: true,
-            write: !self.write_done,
+            write: !self.write_done
+                && (self.written < self.input.len() || self.may_half_close(now)),
         };
         if interest != self.interest {
             net.set_interest(self.id, interest);
@@ -148,7 +187,30 @@ impl<'a> Exchange<'a> {
         Ok(false)
     }
 
-    fn send<N: Network>(&mut self, net: &mut N) -> io::Result<bool> {
+    /// Whether it is time to half-close.
+    fn may_half_close(&self, now: Duration) -> bool {
+        self.written == self.input.len()
+            && match self.half_close {
+                HalfClose::AfterInput => true,
+                HalfClose::AfterEcho => {
+                    let quiet = self
+                        .last_progress
+                        .map_or(Duration::ZERO, |at| now.saturating_sub(at));
+                    self.received >= self.input.len() || quiet >= SILENCE
+                }
+            }
+    }
+
+    /// When a silent server's time is up, if the exchange is waiting out
+    /// one: callers wake then and drive again.
+    pub fn deadline(&self) -> Option<Duration> {
+        let waiting = !self.write_done
+            && self.half_close == HalfClose::AfterEcho
+            && self.written == self.input.len();
+        waiting.then(|| self.last_progress.unwrap_or_default() + SILENCE)
+    }
+
+    fn send<N: Network>(&mut self, net: &mut N, now: Duration) -> io::Result<bool> {
         let mut progressed = false;
         if self.written < self.input.len() {
             let n = try_write(net, self.id, &self.input[self.written..])?;
@@ -156,9 +218,10 @@ impl<'a> Exchange<'a> {
                 return Ok(false);
             }
             self.written += n;
+            self.last_progress = Some(now);
             progressed = true;
         }
-        if self.written == self.input.len() {
+        if self.may_half_close(now) {
             match net.shutdown_write(self.id) {
                 Ok(()) => {
                     self.write_done = true;
@@ -252,17 +315,19 @@ impl fmt::Display for Cut {
 impl std::error::Error for Cut {}
 
 /// Sends `input` to the echo server at `addr`, writes the echo to `out`, and
-/// checks it: returns the byte count.
+/// checks it: returns the byte count. It half-closes once the echo is
+/// back ([`HalfClose::AfterEcho`]).
 pub fn send<N: Network>(
     net: &mut N,
+    clock: &impl Clock,
     addr: SocketAddr,
     input: &[u8],
     out: &mut impl Write,
 ) -> Result<u64, Error> {
-    let mut exchange = Exchange::connect(net, addr, input)?;
+    let mut exchange = Exchange::connect(net, addr, input, HalfClose::AfterEcho)?;
     let mut ready = Vec::new();
     loop {
-        match exchange.drive(net, out) {
+        match exchange.drive(net, clock.now(), out) {
             Ok(true) => break,
             Ok(false) => {}
             Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
@@ -277,7 +342,8 @@ pub fn send<N: Network>(
             }
         }
         ready.clear();
-        net.wait(None, &mut ready)?;
+        let timeout = (exchange.deadline()).map(|at| at.saturating_sub(clock.now()));
+        net.wait(timeout, &mut ready)?;
     }
     out.flush()?;
     net.close(exchange.socket(), Close::Orderly);

@@ -1,7 +1,7 @@
 //! Engine behaviour on the in-memory loopback network.
 
 use super::*;
-use crate::client::{EchoMismatch, Exchange};
+use crate::client::{EchoMismatch, Exchange, HalfClose};
 use crate::clock::Clock;
 use crate::net::loopback::{Loopback, LoopbackNetwork};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -64,14 +64,14 @@ fn echo_all<N: Network>(
     let mut client = world.host();
     let mut exchanges: Vec<_> = inputs
         .iter()
-        .map(|input| Exchange::connect(&mut client, addr, input).unwrap())
+        .map(|input| Exchange::connect(&mut client, addr, input, HalfClose::AfterInput).unwrap())
         .collect();
     let mut outputs = vec![Vec::new(); inputs.len()];
     let mut done = vec![false; inputs.len()];
     for _ in 0..1_000_000 {
         for ((exchange, out), done) in exchanges.iter_mut().zip(&mut outputs).zip(&mut done) {
             if !*done {
-                *done = exchange.drive(&mut client, out).unwrap();
+                *done = exchange.drive(&mut client, world.now(), out).unwrap();
             }
         }
         if done.iter().all(|&done| done) {
@@ -271,13 +271,13 @@ fn against_fake_peer(
     let listener = peer.listen(ANY_PORT, Bind::default()).unwrap();
     let addr = peer.local_addr(listener).unwrap();
     let mut client = world.host();
-    let mut exchange = Exchange::connect(&mut client, addr, input).unwrap();
+    let mut exchange = Exchange::connect(&mut client, addr, input, HalfClose::AfterInput).unwrap();
     let mut out = Vec::new();
-    assert!(!exchange.drive(&mut client, &mut out).unwrap());
+    assert!(!exchange.drive(&mut client, world.now(), &mut out).unwrap());
     let (conn, _) = peer.accept(listener).unwrap();
     peer.write(conn, reply).unwrap();
     end(&mut peer, conn);
-    assert!(exchange.drive(&mut client, &mut out).unwrap());
+    assert!(exchange.drive(&mut client, world.now(), &mut out).unwrap());
     exchange.verdict()
 }
 

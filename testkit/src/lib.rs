@@ -1,6 +1,7 @@
 //! Host-side helpers shared by echokit's integration tests, benches and
 //! conformance kit (none of it ships): where the programs under test are
-//! ([`paths`], [`wasm`]), how to run a build ([`target`]), their processes
+//! ([`paths`], [`wasm`]), the runtimes that run the component
+//! ([`runtime`]), how to run a build ([`target`]), their processes
 //! ([`process`]), what they cost ([`procfs`], [`limits`]), the bytes they
 //! are sent ([`payload`]), plain `std::net` round trips ([`net`]), and
 //! `echokit bench` runs ([`bench`]).
@@ -14,6 +15,7 @@ pub mod paths;
 pub mod payload;
 pub mod process;
 pub mod procfs;
+pub mod runtime;
 pub mod target;
 pub mod wasm;
 

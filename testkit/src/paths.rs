@@ -33,3 +33,17 @@ pub fn native_bin() -> PathBuf {
         .unwrap_or_else(|| target_dir().join("release"));
     profile_dir.join(format!("echokit{}", std::env::consts::EXE_SUFFIX))
 }
+
+/// The cargo profile the running test or bench was built with (`ci`,
+/// `release`, `debug`...), from where its executable is.
+pub fn profile() -> String {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .filter(|dir| dir.ends_with("deps"))
+        .and_then(|deps| deps.parent())
+        .and_then(|dir| dir.file_name())
+        .map_or_else(
+            || "release".to_owned(),
+            |name| name.to_string_lossy().into_owned(),
+        )
+}

@@ -1,14 +1,16 @@
 //! How to run each build of echokit.
 //!
-//! - native: the binary cargo built for the running test ([`native_bin`]);
-//! - wasm: `wasmtime run -S inherit-network <echokit.wasm> ARGS...`, with
-//!   the directories a command names preopened at the same path, so that
-//!   file arguments read the same for both builds.
+//! - native: the binary cargo built for the running test ([`native_bin`]),
+//!   on its default I/O backend or on one named (`native@epoll`);
+//! - wasm: echokit.wasm on a runtime of fixtures/runtimes.toml ([`runtime`])
+//!   (`wasm` on the default, `wasm@jco`), with the directories a command
+//!   names preopened at the same path, so that file arguments read the same
+//!   for both builds.
 //!
 //! [`native_bin`]: crate::paths::native_bin
 
 use crate::paths::native_bin;
-use crate::wasm::wasm_tools;
+use crate::runtime;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -43,33 +45,47 @@ impl fmt::Display for Build {
     }
 }
 
-/// How to start one build of echokit.
+/// How to start one build of echokit: the native binary on an I/O
+/// backend, or the component on a runtime.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Which build.
     pub build: Build,
-    /// For wasm: pass `-S inherit-network` (the normal case).
+    /// Native: the `--io` backend it runs on (through `ECHOKIT_IO`), `None`
+    /// for its default; wasm: the runtime, `None` for the default one.
+    pub variant: Option<String>,
+    /// For wasm: grant the network (the normal case).
     pub network: bool,
-    /// For wasm: directories to preopen, each at its own host path. (A
-    /// WASI program reaches only the directories it is given.)
+    /// For wasm: directories to preopen, each at its own host path, so
+    /// that file arguments mean the same in both builds. (A WASI program
+    /// reaches only the directories it is given.)
     pub dirs: Vec<PathBuf>,
 }
 
 impl Target {
-    /// `build`, with the network.
+    /// `build` on its default backend or runtime, with the network.
     pub fn new(build: Build) -> Self {
         Target {
             build,
+            variant: None,
             network: true,
             dirs: Vec::new(),
         }
     }
 
+    /// `build` on the backend or runtime `variant` names.
+    pub fn on(build: Build, variant: Option<&str>) -> Self {
+        Target {
+            variant: variant.map(str::to_owned),
+            ..Target::new(build)
+        }
+    }
+
     /// Without WASI network permission (wasm only).
-    pub fn without_network(build: Build) -> Self {
+    pub fn without_network(self) -> Self {
         Target {
             network: false,
-            ..Target::new(build)
+            ..self
         }
     }
 
@@ -80,26 +96,31 @@ impl Target {
         self
     }
 
+    /// `native`, `native@epoll`, `wasm`, `wasm@jco`...
+    pub fn label(&self) -> String {
+        match &self.variant {
+            None => self.build.name().to_owned(),
+            Some(variant) => format!("{}@{variant}", self.build),
+        }
+    }
+
     /// A command running this build, echokit's arguments still to add;
-    /// fails with the remedy when the wasm tools cannot be had.
+    /// fails with the remedy when what it needs cannot be had.
     pub fn command(&self) -> Result<Command, String> {
         match self.build {
-            Build::Native => Ok(Command::new(native_bin())),
-            Build::Wasm => {
-                let tools = wasm_tools()?;
-                let mut cmd = Command::new(&tools.wasmtime);
-                cmd.arg("run");
-                if self.network {
-                    cmd.args(["-S", "inherit-network"]);
+            Build::Native => {
+                let mut cmd = Command::new(native_bin());
+                if let Some(io) = &self.variant {
+                    cmd.env("ECHOKIT_IO", io);
                 }
-                for dir in &self.dirs {
-                    let mut map = dir.clone().into_os_string();
-                    map.push("::");
-                    map.push(dir);
-                    cmd.arg("--dir").arg(map);
-                }
-                cmd.arg(&tools.wasm);
                 Ok(cmd)
+            }
+            Build::Wasm => {
+                let runtime = match &self.variant {
+                    Some(name) => runtime::named(name)?,
+                    None => runtime::default()?,
+                };
+                runtime.command(self.network, &self.dirs)
             }
         }
     }

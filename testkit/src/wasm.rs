@@ -101,9 +101,16 @@ pub fn wasm_tools() -> Result<&'static WasmTools, String> {
         .map_err(Clone::clone)
 }
 
+/// `echokit.wasm`, found or built once per test binary (see
+/// [`wasm_tools`]).
+pub fn component() -> Result<PathBuf, String> {
+    static WASM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    WASM.get_or_init(find_or_build_wasm).clone()
+}
+
 fn find_wasm_tools() -> Result<WasmTools, String> {
     let wasmtime = wasmtime_or_remedy()?;
-    let wasm = find_or_build_wasm()?;
+    let wasm = component()?;
     // Warm wasmtime's compilation cache before dozens of parallel processes.
     warm_wasm(&wasmtime, &wasm, "")?;
     Ok(WasmTools { wasmtime, wasm })

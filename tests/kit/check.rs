@@ -174,9 +174,9 @@ fn describe(target: &Target, args: &[String]) -> String {
     format!(
         "{} {}",
         match (target.build, target.network) {
-            (Build::Native, _) => "echokit",
-            (_, true) => "wasmtime run -S inherit-network [--dir ...] echokit.wasm",
-            (_, false) => "wasmtime run [--dir ...] echokit.wasm",
+            (Build::Native, _) => format!("echokit ({})", target.label()),
+            (_, true) => format!("{} [network] echokit.wasm", target.label()),
+            (_, false) => format!("{} [no network] echokit.wasm", target.label()),
         },
         args.join(" ")
     )

@@ -276,6 +276,10 @@ pub(crate) struct Deviation {
     /// Client columns it applies to (empty: any).
     #[serde(default)]
     pub clients: Vec<Column>,
+    /// Runtimes (or native backends) it applies to, on either side of the
+    /// pairing (empty: any, the default ones included).
+    #[serde(default)]
+    pub runtimes: Vec<String>,
     /// Server builds it applies to (empty: any).
     #[serde(default)]
     pub servers: Vec<Build>,
@@ -285,6 +289,9 @@ pub(crate) struct Deviation {
     pub send_as_one_stream: bool,
     /// Replaces the scenario's `expect`.
     pub expect: Option<Expect>,
+    /// For the check columns: the check fails, with a reason containing
+    /// this.
+    pub check_fails: Option<String>,
 }
 
 impl Deviation {

@@ -67,10 +67,8 @@ struct Stream {
     link: Link,
     socket: TcpSocket,
     flushing: bool,
-    /// A short read emptied the stream and `poll` has not called it
-    /// readable since: reading now would only return nothing, so the host
-    /// call is skipped (the pollable is level-triggered, so nothing is
-    /// missed).
+    /// A short read emptied the stream and nothing has called it readable
+    /// since: see [`Stream::still_drained`].
     drained: bool,
     /// How many bytes to ask for: see [`ReadSize`].
     read_size: ReadSize,
@@ -131,6 +129,19 @@ impl Stream {
             Link::Connecting(_) => true,
             Link::Connected(streams) => streams.writable.ready(),
         }
+    }
+
+    /// Whether a read now would only return nothing, so the host call can
+    /// be skipped: a short read emptied the stream, and neither `poll` nor
+    /// the input's pollable calls it readable since. (Asking the pollable,
+    /// one cheap host call, matters where `poll` can miss an input that
+    /// became readable: jco's preview2-shim does, and a stream that a
+    /// client writes to without pause then never reads its echo.)
+    fn still_drained(&mut self) -> bool {
+        if let (true, Link::Connected(streams)) = (self.drained, &self.link) {
+            self.drained = !streams.readable.ready();
+        }
+        self.drained
     }
 
     /// The streams, finishing the connection first if it is on its way
@@ -283,7 +294,7 @@ impl Network for WasiNetwork {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: "wasi",
-            splice: true,
+            splice: false,
             reset: false,
             threads: false,
             lingering: true,
@@ -408,7 +419,7 @@ impl Network for WasiNetwork {
     fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
         self.budget.spend(1);
         let stream = self.stream(id)?;
-        if stream.drained {
+        if stream.still_drained() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let wanted = stream.read_size.get().min(buf.len());
@@ -446,7 +457,7 @@ impl Network for WasiNetwork {
         // The splice, and perhaps one check-write after it.
         self.budget.spend(2);
         let stream = self.stream(id)?;
-        if stream.drained {
+        if stream.still_drained() {
             return Ok(Spliced::InputEmpty);
         }
         let wanted = stream.read_size.get().min(max);
@@ -490,7 +501,12 @@ impl Network for WasiNetwork {
         {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        stream.socket.shutdown(ShutdownType::Send).map_err(to_io)
+        stream.socket.shutdown(ShutdownType::Send).map_err(to_io)?;
+        // The next read goes to the host: a runtime that ends the whole
+        // connection on a half-close (jco's preview2-shim) may never call
+        // the input readable again, and only a read then sees the end.
+        stream.drained = false;
+        Ok(())
     }
 
     /// Always in order: WASI 0.2 has no `SO_LINGER`, so no reset.

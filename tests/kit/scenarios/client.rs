@@ -62,7 +62,7 @@ pub(super) fn send_fails(case: &Case) -> Result<(), String> {
             };
             echokit_client(
                 case,
-                Target::new(build),
+                case.client_target(build),
                 places,
                 &payload,
                 dir.path(),
@@ -76,7 +76,8 @@ pub(super) fn send_fails(case: &Case) -> Result<(), String> {
 
 /// 16: the wasm build without `-S inherit-network`.
 pub(super) fn no_network(case: &Case) -> Result<(), String> {
-    let target = Target::without_network(Build::Wasm);
+    let on = case.server_on.as_deref().or(case.client_on.as_deref());
+    let target = Target::on(Build::Wasm, on).without_network();
     let payload: Arc<[u8]> = case.payload(0)?.bytes.into();
     match (case.server, case.client) {
         (Some(Build::Wasm), None) => {
@@ -118,19 +119,32 @@ pub(super) fn check_column(case: &Case) -> Result<(), String> {
     let args: Vec<String> = ["check", flag, &addr, "--only", name, "--json"]
         .map(str::to_owned)
         .into();
-    let target = Target::new(case.column()?.build().ok_or("no build")?);
+    let target = case.client_target(case.column()?.build().ok_or("no build")?);
     let out = check::run(&target, &args, None, check::PROCESS_TIMEOUT)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = (stdout.lines())
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find(|line| line["type"] == "scenario" && line["name"] == name);
-    let result = match line {
-        Some(line) if line["result"] == "pass" && out.code == Some(0) => Ok(()),
-        Some(line) => Err(format!(
-            "`{}`: {name} {} (exit {:?}): {}",
-            out.what, line["result"], out.code, line["reason"]
+    let fails = case.deviation().and_then(|d| d.check_fails.as_deref());
+    let result = match (line, fails) {
+        (Some(line), None) if line["result"] == "pass" && out.code == Some(0) => Ok(()),
+        (Some(line), Some(fails))
+            if line["result"] == "fail"
+                && line["reason"].as_str().is_some_and(|r| r.contains(fails)) =>
+        {
+            Ok(())
+        }
+        (Some(line), fails) => Err(format!(
+            "`{}`: {name} {} (exit {:?}): {}{}",
+            out.what,
+            line["result"],
+            out.code,
+            line["reason"],
+            fails.map_or(String::new(), |f| format!(
+                "; the declared deviation expects a failure whose reason contains {f:?}"
+            ))
         )),
-        None => Err(format!(
+        (None, _) => Err(format!(
             "`{}` (exit {:?}) reported no {name} line; stdout: {stdout}; stderr: {}",
             out.what,
             out.code,

@@ -28,16 +28,39 @@ pub(crate) struct Case {
     pub scenario: Arc<Scenario>,
     pub server: Option<Build>,
     pub client: Option<Column>,
+    /// The server's backend or runtime, `None` for its default.
+    pub server_on: Option<String>,
+    /// The echokit client's backend or runtime, `None` for its default.
+    pub client_on: Option<String>,
     pub fixtures: PathBuf,
 }
 
 impl Case {
     /// The declared deviation covering this pairing, if any.
+    /// One that names a runtime of the pairing comes first.
     pub(crate) fn deviation(&self) -> Option<&Deviation> {
-        self.scenario
-            .deviations
-            .iter()
-            .find(|d| d.applies(self.server, self.client))
+        let on = [&self.server_on, &self.client_on];
+        let covers = |d: &&Deviation| {
+            let named = on
+                .iter()
+                .any(|r| r.as_ref().is_some_and(|r| d.runtimes.contains(r)));
+            d.applies(self.server, self.client) && named
+        };
+        let deviations = &self.scenario.deviations;
+        (deviations.iter().find(covers)).or_else(|| {
+            (deviations.iter())
+                .find(|d| d.runtimes.is_empty() && d.applies(self.server, self.client))
+        })
+    }
+
+    /// The server's target: its build, on the pairing's backend or runtime.
+    fn server_target(&self) -> Result<Target, String> {
+        Ok(Target::on(self.server_build()?, self.server_on.as_deref()))
+    }
+
+    /// An echokit client of `build`, on the pairing's backend or runtime.
+    fn client_target(&self, build: Build) -> Target {
+        Target::on(build, self.client_on.as_deref())
     }
 
     /// The expected outcome, after any deviation.
@@ -68,8 +91,7 @@ impl Case {
 
     fn start_server(&self) -> Result<ServerProcess, String> {
         let s = &self.scenario;
-        let target = Target::new(self.server_build()?);
-        let server = start_server(&target, &s.listen, &s.server_args)?;
+        let server = start_server(&self.server_target()?, &s.listen, &s.server_args)?;
         if let Some(prefix) = &s.listening_prefix {
             if !server.line.starts_with(prefix.as_str()) {
                 return Err(format!(
@@ -256,7 +278,7 @@ fn column_echo(
             };
             let out = echokit_client(
                 case,
-                Target::new(build),
+                case.client_target(build),
                 places,
                 payload,
                 dir,

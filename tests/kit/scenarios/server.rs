@@ -121,7 +121,7 @@ pub(super) fn max_connections(case: &Case) -> Result<(), String> {
             };
             echokit_client(
                 case,
-                Target::new(build),
+                case.client_target(build),
                 places,
                 &payload,
                 dir.path(),
@@ -200,7 +200,7 @@ pub(super) fn restart(case: &Case) -> Result<(), String> {
     )?;
     with_server(&first, round_trip(&mut held, b"before the restart\n"))?;
     first.kill();
-    let target = Target::new(case.server_build()?);
+    let target = case.server_target()?;
     let mut second =
         start_server(&target, &addr.to_string(), &case.scenario.server_args).map_err(|err| {
             format!("restarting on {addr} right after killing the server failed: {err}")
@@ -227,7 +227,7 @@ pub(super) fn restart(case: &Case) -> Result<(), String> {
 
 /// 13, 14: `serve` refuses to start.
 pub(super) fn serve_fails(case: &Case) -> Result<(), String> {
-    let build = case.server_build()?;
+    let target = case.server_target()?;
     let s = &case.scenario;
     // Held until the end: the port it occupies is `{busy}`.
     let busy = TcpListener::bind("127.0.0.1:0").map_err(|err| format!("bind: {err}"))?;
@@ -235,7 +235,7 @@ pub(super) fn serve_fails(case: &Case) -> Result<(), String> {
     let listen = s.listen.replace("{busy}", &busy_addr.to_string());
     let mut args = vec!["serve".to_owned(), "--listen".to_owned(), listen];
     args.extend(s.server_args.iter().cloned());
-    let out = check::run(&Target::new(build), &args, None, FAIL_FAST_TIMEOUT)?;
+    let out = check::run(&target, &args, None, FAIL_FAST_TIMEOUT)?;
     check::check(case.expect(), &out, &Arc::from(&[][..]), None)?;
     drop(busy);
     Ok(())

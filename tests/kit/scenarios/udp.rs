@@ -182,7 +182,7 @@ fn echokit_clients_together(
         let uses_output = client.args.iter().any(|a| a.contains("{output}"));
         outputs.push(uses_output.then_some(output));
         invocations.push(check::Invocation {
-            target: Target::new(build).with_dir(dir),
+            target: case.client_target(build).with_dir(dir),
             args,
             stdin: client.payload.to_vec(),
         });
