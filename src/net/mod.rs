@@ -30,6 +30,8 @@ pub mod loopback;
 
 #[cfg(not(target_os = "wasi"))]
 mod native;
+#[cfg(not(target_os = "wasi"))]
+mod sockets;
 #[cfg(target_os = "wasi")]
 mod wasi;
 
