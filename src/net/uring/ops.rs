@@ -215,8 +215,9 @@ impl UringNetwork {
             .filter(|s| s.generation == tag.generation)
             .map(|s| s.entry.as_mut())
         else {
-            // Tombstones outlive their operations: this cannot happen.
-            debug_assert!(false, "a completion for a freed slot: {tag:?}");
+            // Tombstones outlive their operations, so no completion can
+            // come for a freed slot or a later generation of it; if one
+            // did, it is not this socket's.
             return;
         };
         let more = cqueue::more(flags);
@@ -342,7 +343,7 @@ fn limited(sqe: squeue::Entry, limit: u32) -> squeue::Entry {
     // SAFETY: `squeue::Entry` is `repr(C)` around the 64-byte
     // `io_uring_sqe`, whose fields are all integers (or unions of
     // integers): any 64 bytes are a valid value of either type.
-    let mut bytes: [u8; 64] = unsafe { std::mem::transmute(sqe) };
+    let mut bytes = unsafe { std::mem::transmute::<squeue::Entry, [u8; 64]>(sqe) };
     bytes[OPTLEN..OPTLEN + 4].copy_from_slice(&limit.to_ne_bytes());
     // SAFETY: as above.
     unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(bytes) }
