@@ -2,7 +2,7 @@
 //! and driven through `mio`'s non-blocking wrappers, whose `Poll` is epoll
 //! on Linux (kqueue on the BSDs).
 
-use super::sockets::{bound, client};
+use super::sockets::{bound, client, host_capabilities, listening};
 use super::{
     no_splice, not_a, nothing_to_wait_for, Bind, Capabilities, Close, Interest, Network, OpenFiles,
     SocketId, Spliced,
@@ -154,19 +154,11 @@ pub fn watch_termination(stop: &Arc<AtomicBool>) -> io::Result<bool> {
 
 impl Network for NativeNetwork {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            name: "epoll",
-            splice: false,
-            reset: true,
-            threads: true,
-            lingering: false,
-        }
+        host_capabilities("epoll")
     }
 
     fn listen(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
-        let socket = bound(addr, Type::STREAM, bind.sharing)?;
-        socket.listen(i32::try_from(bind.backlog).unwrap_or(i32::MAX))?;
-        let listener = TcpListener::from_std(socket.into());
+        let listener = TcpListener::from_std(listening(addr, bind)?.into());
         Ok(self.insert(Socket::Listener(listener)))
     }
 

@@ -2,7 +2,7 @@
 //! binding as [`PortSharing`] says, IPv6 only for IPv6 addresses, and
 //! client sockets bound to a local IP without a port.
 
-use super::PortSharing;
+use super::{Bind, Capabilities, PortSharing};
 use socket2::{Domain, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +33,24 @@ pub(super) fn bound(addr: SocketAddr, kind: Type, sharing: PortSharing) -> io::R
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// What the host backends can do: everything but splice, named `name`.
+pub(super) fn host_capabilities(name: &'static str) -> Capabilities {
+    Capabilities {
+        name,
+        splice: false,
+        reset: true,
+        threads: true,
+        lingering: false,
+    }
+}
+
+/// A TCP socket listening on `addr` as `bind` says.
+pub(super) fn listening(addr: SocketAddr, bind: Bind) -> io::Result<Socket> {
+    let socket = bound(addr, Type::STREAM, bind.sharing)?;
+    socket.listen(i32::try_from(bind.backlog).unwrap_or(i32::MAX))?;
     Ok(socket)
 }
 

@@ -38,7 +38,7 @@ mod tests;
 
 pub use setup::Setup;
 
-use super::sockets::{bound, client};
+use super::sockets::{bound, client, host_capabilities, listening};
 use super::{
     no_splice, not_a, nothing_to_wait_for, Bind, Capabilities, Close, Interest, Network, SocketId,
     Spliced,
@@ -322,18 +322,11 @@ impl UringNetwork {
 
 impl Network for UringNetwork {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            name: "io_uring",
-            splice: false,
-            reset: true,
-            threads: true,
-            lingering: false,
-        }
+        host_capabilities("io_uring")
     }
 
     fn listen(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
-        let socket = bound(addr, Type::STREAM, bind.sharing)?;
-        socket.listen(i32::try_from(bind.backlog).unwrap_or(i32::MAX))?;
+        let socket = listening(addr, bind)?;
         Ok(self.insert(socket, Kind::Listener(Listener::default())))
     }
 
