@@ -1,6 +1,6 @@
 //! The contract every backend keeps, as tests run on each: the host's own
-//! backends (epoll natively, wasi when the unit tests run under a WASI
-//! runtime),
+//! backends (epoll and io_uring natively, wasi when the unit tests run
+//! under a WASI runtime),
 //! the loopback network, and the fault injector with no faults (which
 //! must only forward).
 
@@ -13,10 +13,10 @@ use std::net::Ipv4Addr;
 /// How long a test waits for something that should happen at once.
 const PATIENCE: Duration = Duration::from_secs(5);
 
-const LOCALHOST: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+pub(super) const LOCALHOST: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// Waits (in steps of 10 ms) until `done` says so; fails after [`PATIENCE`].
-fn until<N: Network, T>(
+pub(super) fn until<N: Network, T>(
     net: &mut N,
     clock: &impl Clock,
     what: &str,
@@ -54,7 +54,10 @@ fn wait_with_nothing_to_wait_for<N: Network>(mut net: N, clock: impl Clock) {
 }
 
 /// A connection from a client socket to an accepted one, both on `net`.
-fn connected<N: Network>(net: &mut N, clock: &impl Clock) -> (SocketId, SocketId, SocketId) {
+pub(super) fn connected<N: Network>(
+    net: &mut N,
+    clock: &impl Clock,
+) -> (SocketId, SocketId, SocketId) {
     let listener = net.listen(LOCALHOST, Bind::default()).unwrap();
     let addr = net.local_addr(listener).unwrap();
     assert_ne!(addr.port(), 0, "port 0 picks a port");
@@ -66,7 +69,7 @@ fn connected<N: Network>(net: &mut N, clock: &impl Clock) -> (SocketId, SocketId
     (listener, client, server)
 }
 
-fn stream_echo_and_half_close<N: Network>(mut net: N, clock: impl Clock) {
+pub(super) fn stream_echo_and_half_close<N: Network>(mut net: N, clock: impl Clock) {
     let (listener, client, server) = connected(&mut net, &clock);
     net.set_interest(server, Interest::READ);
     let sent = until(&mut net, &clock, "write", |net| {
@@ -193,6 +196,8 @@ fn loopback(splices: bool) -> (loopback::LoopbackNetwork, Loopback) {
 contract_tests! {
     #[cfg(not(target_os = "wasi"))]
     epoll => (NativeNetwork::new().unwrap(), MonotonicClock::new());
+    #[cfg(target_os = "linux")]
+    uring => (UringNetwork::new().unwrap(), MonotonicClock::new());
     #[cfg(target_os = "wasi")]
     wasi => (WasiNetwork::new().unwrap(), MonotonicClock::new());
     loopback_spliced => loopback(true);

@@ -16,6 +16,8 @@
 //! one by the target it is built for:
 //! - `native`: the operating system's sockets (`socket2`), readiness from
 //!   `mio` (epoll on Linux);
+//! - `uring` (Linux): the same sockets, readiness emulated over io_uring
+//!   completions, one system call per loop turn;
 //! - `wasi`: WASI 0.2 sockets and pollables through the `wasi` crate;
 //! - `loopback` (feature `simulation`): in-memory and deterministic, for
 //!   tests.
@@ -30,11 +32,17 @@ pub mod loopback;
 
 #[cfg(not(target_os = "wasi"))]
 mod native;
+#[cfg(not(target_os = "wasi"))]
+mod sockets;
+#[cfg(target_os = "linux")]
+mod uring;
 #[cfg(target_os = "wasi")]
 mod wasi;
 
 #[cfg(not(target_os = "wasi"))]
 pub use native::{raise_open_files, watch_termination, NativeNetwork};
+#[cfg(target_os = "linux")]
+pub use uring::{Setup, UringNetwork};
 #[cfg(target_os = "wasi")]
 pub use wasi::{raise_open_files, watch_termination, WasiNetwork};
 
@@ -69,7 +77,20 @@ pub fn run_on<J: Job>(io: Io, job: J) -> io::Result<J::Output> {
         let _ = io;
         job.run(WasiNetwork::new)
     };
-    #[cfg(not(target_os = "wasi"))]
+    #[cfg(target_os = "linux")]
+    let ran = match io {
+        Io::Epoll => job.run(NativeNetwork::new),
+        // A ring set up here says whether the event loops' rings can be.
+        Io::Uring => {
+            UringNetwork::new()?;
+            job.run(UringNetwork::new)
+        }
+        Io::Auto => match UringNetwork::new() {
+            Ok(_) => job.run(UringNetwork::new),
+            Err(_) => job.run(NativeNetwork::new),
+        },
+    };
+    #[cfg(not(any(target_os = "linux", target_os = "wasi")))]
     let ran = match io {
         Io::Auto | Io::Epoll => job.run(NativeNetwork::new),
         Io::Uring => {

@@ -2,16 +2,17 @@
 //! and driven through `mio`'s non-blocking wrappers, whose `Poll` is epoll
 //! on Linux (kqueue on the BSDs).
 
+use super::sockets::{bound, client, host_capabilities, listening};
 use super::{
     no_splice, not_a, nothing_to_wait_for, Bind, Capabilities, Close, Interest, Network, OpenFiles,
-    PortSharing, SocketId, Spliced,
+    SocketId, Spliced,
 };
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
 use slab::Slab;
-use socket2::{Domain, SockAddr, SockRef, Socket as RawSocket, Type};
+use socket2::{SockAddr, SockRef, Type};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::AtomicBool;
@@ -101,70 +102,9 @@ impl NativeNetwork {
     }
 }
 
-/// A socket of `kind` bound to `addr` as `sharing` says: IPv6 addresses
-/// are IPv6 only whatever `net.ipv6.bindv6only` says, and a restarted
-/// server can rebind at once while old connections linger in TIME_WAIT.
-fn bound(addr: SocketAddr, kind: Type, sharing: PortSharing) -> io::Result<RawSocket> {
-    let addr = match sharing {
-        // Nothing else may hold the port, and a group must not be joined
-        // by accident: bind it alone first (which also picks port 0's
-        // port), then let the group in.
-        PortSharing::First => {
-            let alone = bound(addr, kind, PortSharing::Alone)?.local_addr()?;
-            alone.as_socket().unwrap_or(addr)
-        }
-        PortSharing::Alone | PortSharing::Join => addr,
-    };
-    let socket = RawSocket::new(Domain::for_address(addr), kind, None)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    if kind == Type::STREAM {
-        socket.set_reuse_address(true)?;
-    }
-    if sharing != PortSharing::Alone {
-        socket.set_reuse_port(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket)
-}
-
-/// Lets a client socket bound to an IP leave its port to `connect`, so
-/// that the 4-tuple, not the local port alone, must be unique: one source
-/// address then carries as many connections as there are ports on every
-/// peer, not one set of ephemeral ports in all.
-#[cfg(target_os = "linux")]
-fn bind_address_no_port(socket: &RawSocket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads an int of the size passed from a live local.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            std::ptr::from_ref(&on).cast(),
-            std::mem::size_of_val(&on) as libc::socklen_t,
-        )
-    };
-    match rc {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn bind_address_no_port(_socket: &RawSocket) -> io::Result<()> {
-    Ok(())
-}
-
 /// Starts a non-blocking connect to `peer` from `local` (any port).
 fn connecting(peer: SocketAddr, local: IpAddr) -> io::Result<std::net::TcpStream> {
-    let socket = RawSocket::new(Domain::for_address(peer), Type::STREAM, None)?;
-    socket.set_nonblocking(true)?;
-    bind_address_no_port(&socket)?;
-    socket.bind(&SocketAddr::new(local, 0).into())?;
+    let socket = client(peer, Some(local))?;
     match socket.connect(&SockAddr::from(peer)) {
         Ok(()) => {}
         Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -214,19 +154,11 @@ pub fn watch_termination(stop: &Arc<AtomicBool>) -> io::Result<bool> {
 
 impl Network for NativeNetwork {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            name: "epoll",
-            splice: false,
-            reset: true,
-            threads: true,
-            lingering: false,
-        }
+        host_capabilities("epoll")
     }
 
     fn listen(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
-        let socket = bound(addr, Type::STREAM, bind.sharing)?;
-        socket.listen(i32::try_from(bind.backlog).unwrap_or(i32::MAX))?;
-        let listener = TcpListener::from_std(socket.into());
+        let listener = TcpListener::from_std(listening(addr, bind)?.into());
         Ok(self.insert(Socket::Listener(listener)))
     }
 

@@ -1,0 +1,174 @@
+//! A provided-buffer ring: buffers the kernel picks from when a receive
+//! completes, so that a socket holds no buffer while it waits for data.
+
+use io_uring::types::BufRingEntry;
+use io_uring::IoUring;
+use std::alloc::{self, Layout};
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+/// Page alignment, which the kernel requires of the ring.
+const PAGE: usize = 4096;
+
+/// Buffers registered with one ring under one group id.
+///
+/// A buffer is either in the ring (the kernel may write into it at any
+/// time) or *out*: picked by a completed receive and owned by this side
+/// until [`BufRing::provide`] hands it back.
+pub(super) struct BufRing {
+    /// `count` ring entries; the tail is stored in the first one.
+    entries: NonNull<BufRingEntry>,
+    /// `count` buffers of `size` bytes, one allocation.
+    memory: NonNull<u8>,
+    count: u16,
+    size: usize,
+    /// The tail as this side has written it; the kernel sees it after
+    /// [`BufRing::publish`].
+    tail: u16,
+    /// Buffers out of the ring.
+    out: usize,
+    /// Set when the memory must outlive this value (the kernel may still
+    /// use it): dropping then frees nothing.
+    leaked: bool,
+}
+
+impl BufRing {
+    /// Registers `count` (a power of two) buffers of `size` bytes with
+    /// `ring` as group `group`, all of them provided.
+    pub(super) fn new(ring: &IoUring, group: u16, count: u16, size: usize) -> io::Result<BufRing> {
+        assert!(
+            count.is_power_of_two(),
+            "a buffer ring's size is a power of two"
+        );
+        let entries = allocate(entries_layout(count)?)?.cast::<BufRingEntry>();
+        let memory = match allocate(memory_layout(count, size)?) {
+            Ok(memory) => memory,
+            Err(err) => {
+                // SAFETY: allocated just above with this layout, never shared.
+                unsafe { alloc::dealloc(entries.as_ptr().cast(), entries_layout(count)?) };
+                return Err(err);
+            }
+        };
+        let mut buffers = BufRing {
+            entries,
+            memory,
+            count,
+            size,
+            tail: 0,
+            out: usize::from(count),
+            leaked: false,
+        };
+        // SAFETY: `entries` is a page-aligned, zeroed allocation of `count`
+        // entries that lives as long as `buffers`, which the network drops
+        // only after the ring is gone or no operation is in flight (and
+        // otherwise leaks, see `leak`).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                count,
+                group,
+                0,
+            )?;
+        }
+        for id in 0..count {
+            buffers.provide(id);
+        }
+        buffers.publish();
+        Ok(buffers)
+    }
+
+    /// Bytes of buffers out of the ring, held by sockets.
+    pub(super) fn held_bytes(&self) -> usize {
+        self.out * self.size
+    }
+
+    /// The first `len` bytes of buffer `id`, which a completion handed
+    /// out.
+    ///
+    /// # Safety
+    ///
+    /// Buffer `id` must be out of the ring (picked by a completion this
+    /// side has reaped, not provided since), so the kernel does not write
+    /// it, and `len` at most what that completion reported.
+    pub(super) unsafe fn data(&self, id: u16, len: usize) -> &[u8] {
+        debug_assert!(id < self.count && len <= self.size);
+        // SAFETY: in bounds of `memory` (id < count, len <= size); the
+        // caller guarantees that the kernel is done writing these bytes
+        // and will not write them again before `provide`.
+        unsafe {
+            std::slice::from_raw_parts(self.memory.as_ptr().add(usize::from(id) * self.size), len)
+        }
+    }
+
+    /// Counts one buffer out of the ring: a completion picked it.
+    pub(super) fn taken(&mut self) {
+        self.out += 1;
+    }
+
+    /// Hands buffer `id` back to the kernel (seen after the next
+    /// [`BufRing::publish`]). The caller gives up every slice of it.
+    pub(super) fn provide(&mut self, id: u16) {
+        let mask = self.count - 1;
+        let index = usize::from(self.tail & mask);
+        // SAFETY: `index` < count, within the entries allocation; the
+        // kernel reads only entries between its head and the published
+        // tail, and this one is past the published tail.
+        let entry = unsafe { &mut *self.entries.as_ptr().add(index) };
+        entry.set_addr(self.memory.as_ptr() as u64 + (usize::from(id) * self.size) as u64);
+        entry.set_len(self.size as u32);
+        entry.set_bid(id);
+        self.tail = self.tail.wrapping_add(1);
+        self.out -= 1;
+    }
+
+    /// Lets the kernel see the buffers provided since the last call.
+    pub(super) fn publish(&self) {
+        // SAFETY: the tail field of the first entry, in our allocation; the
+        // kernel reads it concurrently, hence the atomic access, which has
+        // the layout of a u16.
+        let tail = unsafe { &*BufRingEntry::tail(self.entries.as_ptr()).cast::<AtomicU16>() };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Keeps the memory forever: the kernel may still write into it.
+    pub(super) fn leak(&mut self) {
+        self.leaked = true;
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        if self.leaked {
+            return;
+        }
+        if let (Ok(entries), Ok(memory)) = (
+            entries_layout(self.count),
+            memory_layout(self.count, self.size),
+        ) {
+            // SAFETY: allocated in `new` with these layouts; the network
+            // drops its rings only once no operation that could pick a
+            // buffer is in flight.
+            unsafe {
+                alloc::dealloc(self.entries.as_ptr().cast(), entries);
+                alloc::dealloc(self.memory.as_ptr(), memory);
+            }
+        }
+    }
+}
+
+fn entries_layout(count: u16) -> io::Result<Layout> {
+    let size = usize::from(count) * std::mem::size_of::<BufRingEntry>();
+    Layout::from_size_align(size, PAGE).map_err(io::Error::other)
+}
+
+fn memory_layout(count: u16, size: usize) -> io::Result<Layout> {
+    Layout::from_size_align(usize::from(count) * size, PAGE).map_err(io::Error::other)
+}
+
+/// Zeroed memory (untouched pages cost no resident memory).
+fn allocate(layout: Layout) -> io::Result<NonNull<u8>> {
+    // SAFETY: both layouts have a non-zero size (count > 0).
+    let memory = unsafe { alloc::alloc_zeroed(layout) };
+    NonNull::new(memory).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))
+}

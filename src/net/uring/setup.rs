@@ -1,0 +1,83 @@
+//! Creating the ring: the setup flags tried, fewest last.
+
+use io_uring::IoUring;
+use std::io;
+
+/// Submission queue entries.
+const ENTRIES: u32 = 1024;
+/// Completion queue entries: multishot operations post many per
+/// submission.
+const COMPLETIONS: u32 = 8192;
+/// The environment variable that names the first [`Setup`] to try:
+/// `deferred`, `cooperative` or `plain`.
+pub(super) const SETUP_VARIABLE: &str = "ECHOKIT_URING_SETUP";
+
+/// Which io_uring setup flags a ring was created with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// `SINGLE_ISSUER | COOP_TASKRUN | DEFER_TASKRUN`: the kernel runs the
+    /// completion work only when the event loop waits, on its thread,
+    /// without interrupting it.
+    Deferred,
+    /// `COOP_TASKRUN`: completion work does not interrupt the loop, but
+    /// runs whenever it enters the kernel.
+    Cooperative,
+    /// No flags.
+    Plain,
+}
+
+impl Setup {
+    /// The setup to try first: [`Setup::Deferred`], unless the
+    /// `ECHOKIT_URING_SETUP` environment variable names another.
+    pub(super) fn preferred() -> Setup {
+        match std::env::var(SETUP_VARIABLE).as_deref() {
+            Ok("cooperative") => Setup::Cooperative,
+            Ok("plain") => Setup::Plain,
+            _ => Setup::Deferred,
+        }
+    }
+
+    /// The next setup to try when the kernel refuses this one.
+    fn fewer(self) -> Option<Setup> {
+        match self {
+            Setup::Deferred => Some(Setup::Cooperative),
+            Setup::Cooperative => Some(Setup::Plain),
+            Setup::Plain => None,
+        }
+    }
+
+    /// Creates a ring with this setup's flags or, where the kernel
+    /// refuses them (`EINVAL`), with fewer; returns it and the setup used.
+    pub(super) fn ring(self) -> io::Result<(IoUring, Setup)> {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(COMPLETIONS);
+        match self {
+            Setup::Deferred => {
+                builder
+                    .setup_single_issuer()
+                    .setup_coop_taskrun()
+                    .setup_defer_taskrun();
+            }
+            Setup::Cooperative => {
+                builder.setup_coop_taskrun();
+            }
+            Setup::Plain => {}
+        }
+        match (builder.build(ENTRIES), self.fewer()) {
+            (Ok(ring), _) => Ok((ring, self)),
+            (Err(err), Some(fewer)) if err.raw_os_error() == Some(libc::EINVAL) => fewer.ring(),
+            (Err(err), _) => Err(err),
+        }
+    }
+}
+
+/// The error for a ring that cannot be set up, with what to do.
+pub(super) fn unavailable(err: io::Error) -> io::Error {
+    io::Error::new(
+        err.kind(),
+        format!(
+            "io_uring cannot be set up here: {err} (kernel.io_uring_disabled, seccomp or an old \
+             kernel); use --io epoll"
+        ),
+    )
+}

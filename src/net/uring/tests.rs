@@ -1,0 +1,373 @@
+//! What is particular to the io_uring backend: its memory bounds, closing
+//! with operations in flight, running out of receive buffers, and the
+//! engine served on it.
+
+use super::stream::{RECV_CAP, SEND_CAP};
+use super::*;
+use crate::client::{Exchange, HalfClose};
+use crate::clock::{Clock, MonotonicClock};
+use crate::engine::{Config, ConnectionCount, Server};
+use crate::net::contract::{connected, stream_echo_and_half_close, until, LOCALHOST};
+use crate::net::{would_block, Protocol};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+
+const TICK: Duration = Duration::from_millis(10);
+
+fn net() -> UringNetwork {
+    UringNetwork::new().unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect()
+}
+
+/// Waits once, for at most a tick.
+fn tick(net: &mut UringNetwork) {
+    let mut ready = Vec::new();
+    net.wait(Some(TICK), &mut ready).unwrap();
+}
+
+/// Writes `chunk` to `id` over and over until 20 waits in a row took
+/// nothing: the kernel's buffers and the backend's are full. Returns the
+/// bytes taken.
+fn fill(net: &mut UringNetwork, id: SocketId) -> usize {
+    let chunk = vec![7; 16 * 1024];
+    let (mut written, mut idle) = (0, 0);
+    while idle < 20 {
+        match net.write(id, &chunk) {
+            Ok(n) => {
+                written += n;
+                idle = 0;
+                continue;
+            }
+            Err(err) if would_block(&err) => idle += 1,
+            Err(err) => panic!("write: {err}"),
+        }
+        tick(net);
+    }
+    written
+}
+
+/// Reads `len` bytes from `id`.
+fn read_exactly(
+    net: &mut UringNetwork,
+    clock: &MonotonicClock,
+    id: SocketId,
+    len: usize,
+) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    while got.len() < len {
+        let n = until(net, clock, "read", |net| {
+            let want = buf.len().min(len - got.len());
+            net.read(id, &mut buf[..want]).map(Some)
+        });
+        assert_ne!(n, 0, "end of stream after {} of {len} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[test]
+fn every_setup_echoes_and_the_preferred_one_defers_task_work() {
+    if std::env::var_os(setup::SETUP_VARIABLE).is_none() {
+        assert_eq!(net().setup(), Setup::Deferred, "kernel 6.1 and later");
+    }
+    for setup in [Setup::Deferred, Setup::Cooperative, Setup::Plain] {
+        let net = UringNetwork::with_setup(setup).unwrap();
+        assert_eq!(net.setup(), setup);
+        stream_echo_and_half_close(net, MonotonicClock::new());
+    }
+}
+
+#[test]
+fn idle_connections_hold_no_buffer() {
+    let (mut net, clock) = (net(), MonotonicClock::new());
+    let (listener, _, _) = connected(&mut net, &clock);
+    let addr = net.local_addr(listener).unwrap();
+    let mut pairs = Vec::new();
+    for _ in 0..200 {
+        let client = net.connect(addr, None).unwrap();
+        net.set_interest(client, Interest::BOTH);
+        let (server, _) = until(&mut net, &clock, "accept", |net| {
+            net.accept(listener).map(Some)
+        });
+        net.set_interest(server, Interest::READ);
+        pairs.push((client, server));
+    }
+    for &(client, _) in &pairs {
+        until(&mut net, &clock, "write", |net| {
+            Ok(Some(net.write(client, b"ping")?).filter(|&n| n == 4))
+        });
+    }
+    for _ in 0..5 {
+        tick(&mut net);
+    }
+    assert!(net.buffered() > 0, "unread data is held");
+    for &(_, server) in &pairs {
+        assert_eq!(read_exactly(&mut net, &clock, server, 4), b"ping");
+    }
+    for _ in 0..5 {
+        tick(&mut net);
+    }
+    assert_eq!(net.buffered(), 0, "201 idle connections hold no buffer");
+}
+
+#[test]
+fn the_send_buffer_stops_at_64_kib_and_drains_in_order() {
+    let (mut net, clock) = (net(), MonotonicClock::new());
+    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = peer.local_addr().unwrap();
+    let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+    let reader = thread::spawn(move || {
+        let (mut stream, _) = peer.accept().unwrap();
+        wait_for_go.recv().unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).unwrap();
+        got
+    });
+    let client = net.connect(addr, None).unwrap();
+    net.set_interest(client, Interest::BOTH);
+    let written = fill(&mut net, client);
+    assert_eq!(net.buffered(), SEND_CAP, "the backend holds its cap");
+    assert!(would_block(&net.write(client, b"x").unwrap_err()));
+    go.send(()).unwrap();
+    until(&mut net, &clock, "shutdown", |net| {
+        net.shutdown_write(client).map(Some)
+    });
+    assert_eq!(net.buffered(), 0, "drained and freed");
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), written);
+    assert!(got.iter().all(|&b| b == 7));
+}
+
+/// A peer sends 32 MiB to a connection on `net` that reads nothing for a
+/// while, then everything.
+fn stop_reading_then_read_all(mut net: UringNetwork) {
+    let clock = MonotonicClock::new();
+    let (listener, _, _) = connected(&mut net, &clock);
+    let addr = net.local_addr(listener).unwrap();
+    let input = pattern(32 << 20, 3);
+    let sent = input.clone();
+    let writer = thread::spawn(move || {
+        let mut peer = TcpStream::connect(addr).unwrap();
+        peer.write_all(&sent).unwrap();
+    });
+    let (server, _) = until(&mut net, &clock, "accept", |net| {
+        net.accept(listener).map(Some)
+    });
+    for _ in 0..50 {
+        tick(&mut net);
+    }
+    let held = net.buffered();
+    assert!(
+        (RECV_CAP / 2..=2 * RECV_CAP).contains(&held),
+        "holds {held} bytes unread"
+    );
+    for _ in 0..20 {
+        tick(&mut net);
+    }
+    assert_eq!(net.buffered(), held, "nothing more while unread");
+    assert!(read_exactly(&mut net, &clock, server, input.len()) == input);
+    writer.join().unwrap();
+}
+
+#[test]
+fn a_reader_that_stops_bounds_what_is_received() {
+    stop_reading_then_read_all(net());
+}
+
+#[test]
+fn single_shot_receives_where_the_kernel_limits_none() {
+    let mut unlimited = net();
+    unlimited.receive_limits = false;
+    stop_reading_then_read_all(unlimited);
+    let mut unlimited = net();
+    unlimited.receive_limits = false;
+    stream_echo_and_half_close(unlimited, MonotonicClock::new());
+}
+
+#[test]
+fn connections_that_run_out_of_buffers_receive_later() {
+    let clock = MonotonicClock::new();
+    let mut net = UringNetwork::open(Setup::preferred(), 8).unwrap();
+    let listener = net.listen(LOCALHOST, Bind::default()).unwrap();
+    let addr = net.local_addr(listener).unwrap();
+    net.set_interest(listener, Interest::READ);
+    let mut peers = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..40 {
+        peers.push(TcpStream::connect(addr).unwrap());
+        let (server, _) = until(&mut net, &clock, "accept", |net| {
+            net.accept(listener).map(Some)
+        });
+        net.set_interest(server, Interest::READ);
+        servers.push(server);
+    }
+    // Every connection has data when their receives start: 8 buffers
+    // for 40 of them. Each is read only when reported ready, as the
+    // engine does.
+    for (i, peer) in peers.iter_mut().enumerate() {
+        peer.write_all(&pattern(1000, i as u8)).unwrap();
+    }
+    let mut got = vec![Vec::new(); servers.len()];
+    let mut ready = Vec::new();
+    let mut buf = [0; 4096];
+    let deadline = clock.now() + Duration::from_secs(5);
+    while got.iter().any(|got| got.len() < 1000) {
+        assert!(clock.now() < deadline, "starved connections were not woken");
+        ready.clear();
+        net.wait(Some(TICK), &mut ready).unwrap();
+        for &id in &ready {
+            let i = servers.iter().position(|&server| server == id).unwrap();
+            while let Some(n) = crate::net::try_read(&mut net, id, &mut buf).unwrap() {
+                got[i].extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    for (i, got) in got.iter().enumerate() {
+        assert!(*got == pattern(1000, i as u8), "connection {i}");
+    }
+}
+
+#[test]
+fn a_closed_id_is_reused_without_stale_data() {
+    let (mut net, clock) = (net(), MonotonicClock::new());
+    let (listener, client, server) = connected(&mut net, &clock);
+    let addr = net.local_addr(listener).unwrap();
+    // A send in flight (the client does not read), a receive armed, and
+    // received data unread when the socket is closed.
+    fill(&mut net, server);
+    until(&mut net, &clock, "write", |net| {
+        Ok(Some(net.write(client, b"stale")?).filter(|&n| n == 5))
+    });
+    tick(&mut net);
+    let generation = net.slots[server.0].generation;
+    net.close(server, Close::Orderly);
+    assert!(
+        net.slots[server.0].entry.is_some(),
+        "a tombstone while operations are in flight"
+    );
+    assert!(net.read(server, &mut [0; 8]).is_err(), "closed");
+    until(&mut net, &clock, "tombstone freed", |net| {
+        Ok(net.slots[server.0].entry.is_none().then_some(()))
+    });
+    assert_ne!(net.slots[server.0].generation, generation);
+    let again = net.connect(addr, None).unwrap();
+    net.set_interest(again, Interest::BOTH);
+    let (accepted, _) = until(&mut net, &clock, "accept", |net| {
+        net.accept(listener).map(Some)
+    });
+    assert!([again, accepted].contains(&server), "the id is reused");
+    let (reused, peer) = match again == server {
+        true => (again, accepted),
+        false => (accepted, again),
+    };
+    net.set_interest(reused, Interest::READ);
+    until(&mut net, &clock, "write", |net| {
+        Ok(Some(net.write(peer, b"fresh")?).filter(|&n| n == 5))
+    });
+    assert_eq!(read_exactly(&mut net, &clock, reused, 5), b"fresh");
+    for _ in 0..3 {
+        tick(&mut net);
+    }
+    let mut buf = [0; 8];
+    assert!(would_block(&net.read(reused, &mut buf).unwrap_err()));
+}
+
+#[test]
+fn a_refused_connect_is_reported() {
+    let (mut net, clock) = (net(), MonotonicClock::new());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let id = net.connect(port, None).unwrap();
+    net.set_interest(id, Interest::BOTH);
+    let deadline = clock.now() + Duration::from_secs(5);
+    let err = loop {
+        match net.write(id, b"x") {
+            Err(err) if would_block(&err) => {}
+            Err(err) => break err,
+            Ok(n) => panic!("wrote {n} bytes to a closed port"),
+        }
+        assert!(clock.now() < deadline, "no verdict");
+        tick(&mut net);
+    };
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    assert_eq!(net.read(id, &mut [0; 4]).unwrap_err().kind(), err.kind());
+}
+
+/// An engine server serving `protocol` on an io_uring network, and a
+/// client network.
+fn server_and_client(protocol: Protocol) -> (Server<UringNetwork>, SocketAddr, UringNetwork) {
+    let mut server = Server::new(net(), Config::default(), ConnectionCount::default(), ());
+    let addr = server.listen(protocol, LOCALHOST, Bind::default()).unwrap();
+    (server, addr, net())
+}
+
+/// Echoes every input through an engine server on one io_uring network,
+/// from clients on another; checks every byte.
+fn echo_through_server(inputs: &[Vec<u8>]) {
+    let clock = MonotonicClock::new();
+    let (mut server, addr, mut client) = server_and_client(Protocol::Tcp);
+    let mut exchanges: Vec<_> = (inputs.iter())
+        .map(|input| Exchange::connect(&mut client, addr, input, HalfClose::AfterInput).unwrap())
+        .collect();
+    let mut done = vec![false; inputs.len()];
+    let deadline = clock.now() + Duration::from_secs(60);
+    let mut ready = Vec::new();
+    while !done.iter().all(|&done| done) {
+        for (exchange, done) in exchanges.iter_mut().zip(&mut done) {
+            if !*done {
+                *done = exchange.drive(&mut client, clock.now(), &mut io::sink()).unwrap();
+            }
+        }
+        server.turn(&clock, Some(Duration::ZERO)).unwrap();
+        ready.clear();
+        client.wait(Some(Duration::ZERO), &mut ready).unwrap();
+        assert!(clock.now() < deadline, "echoes did not finish");
+    }
+    for (exchange, input) in exchanges.iter().zip(inputs) {
+        assert_eq!(exchange.verdict(), Ok(input.len() as u64));
+    }
+}
+
+#[test]
+fn eight_mib_echo_through_the_engine() {
+    echo_through_server(&[pattern(8 << 20, 1)]);
+}
+
+#[test]
+fn many_connections_at_once() {
+    let inputs: Vec<_> = (0..600).map(|i| pattern(3000 + i, i as u8)).collect();
+    echo_through_server(&inputs);
+}
+
+#[test]
+fn datagrams_round_trip_through_the_engine() {
+    let clock = MonotonicClock::new();
+    let (mut server, addr, mut client) = server_and_client(Protocol::Udp);
+    let id = client.bind_udp(LOCALHOST, Bind::default()).unwrap();
+    client.set_interest(id, Interest::READ);
+    let sizes = [1, 512, 1472, 9000, 65_000];
+    let mut buf = vec![0; 64 * 1024];
+    for round in 0..20 {
+        for (i, &size) in sizes.iter().enumerate() {
+            let datagram = pattern(size, (round * 8 + i) as u8);
+            until(&mut client, &clock, "send", |net| {
+                net.send_to(id, &datagram, addr).map(Some)
+            });
+            let (len, from) = until(&mut client, &clock, "echo", |net| {
+                server.turn(&clock, Some(Duration::ZERO))?;
+                net.recv_from(id, &mut buf).map(Some)
+            });
+            assert_eq!((&buf[..len], from), (&datagram[..], addr));
+        }
+    }
+    assert_eq!(client.buffered(), 0);
+}
