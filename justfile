@@ -63,16 +63,14 @@ test: lint build-wasm
     just test-wasm-unit
     just fuzz 15
 
-# The backend contract on the wasi backend among them.
-
-# The library's unit tests built for wasm32-wasip2, run by wasmtime.
+# The library's unit tests built for wasm32-wasip2, run by wasmtime: the
+# backend contract on the wasi backend among them.
 test-wasm-unit:
     CARGO_TARGET_WASM32_WASIP2_RUNNER="wasmtime run -S inherit-network" \
         cargo test --profile ci --target wasm32-wasip2 --lib
 
-# Medians of ECHOKIT_BENCH_ROUNDS=3 rounds of ECHOKIT_BENCH_SECS=2 s each.
-
-# Performance matrix: native, wasm and a tokio reference, side by side.
+# Performance matrix: native, wasm and a tokio reference, side by side;
+# medians of ECHOKIT_BENCH_ROUNDS=3 rounds of ECHOKIT_BENCH_SECS=2 s each.
 bench: build build-wasm
     cargo build --release --example tokio_echo
     cargo bench --bench matrix

@@ -14,8 +14,15 @@ use testkit::{Build, ServerProcess, StderrTo, Target};
 
 /// A native echokit serving TCP and UDP on one loopback port.
 fn server() -> ServerProcess {
-    let mut cmd = Target::new(Build::Native).must();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--tcp", "--udp"]);
+    server_of(Build::Native, &[])
+}
+
+/// `build`'s echokit serving TCP and UDP on one loopback port, with
+/// `extra` arguments.
+fn server_of(build: Build, extra: &[&str]) -> ServerProcess {
+    let mut cmd = Target::new(build).must();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--tcp", "--udp"])
+        .args(extra);
     ServerProcess::start(cmd, StderrTo::Keep, Duration::from_secs(10))
         .unwrap_or_else(|err| panic!("{err}"))
 }
@@ -35,7 +42,22 @@ fn text(bytes: &[u8]) -> &str {
 
 #[test]
 fn every_scenario_passes_against_echokit_one_line_each() {
-    let server = server();
+    every_scenario_passes(&server());
+}
+
+/// The splicing wasm server (`--io splice`) on the default runtime: the
+/// kit's wasm columns run the default, reading and writing one.
+#[test]
+fn every_scenario_passes_against_a_splicing_wasm_server() {
+    let server = server_of(Build::Wasm, &["--io", "splice", "-v"]);
+    every_scenario_passes(&server);
+    let log = server.stderr();
+    assert!(log.contains("I/O backend: wasi (splice)"), "{log}");
+}
+
+/// Checks `server`: every scenario passes but ipv6, which the loopback
+/// IPv4 endpoint skips, one line each and a summary.
+fn every_scenario_passes(server: &ServerProcess) {
     let addr = server.addr.to_string();
     let out = check(&["--connect", &addr, "--udp-connect", &addr]);
     let stdout = text(&out.stdout);

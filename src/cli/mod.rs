@@ -9,7 +9,7 @@ mod log;
 mod send;
 mod serve;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use echokit::net::Io;
 use echokit::{bench as load, client};
 use std::process::ExitCode;
@@ -76,7 +76,8 @@ pub(crate) fn main() -> ExitCode {
 /// The I/O backend option of the commands that open sockets.
 #[derive(Debug, clap::Args)]
 struct IoArgs {
-    /// I/O backend: auto (io_uring where the kernel allows it, else epoll); the wasm build has one.
+    /// I/O backend: natively auto (io_uring where the kernel allows it, else epoll), uring or
+    /// epoll; in the wasm build auto (read and write) or splice (faster on wasmtime, traps on jco)
     #[arg(long, value_enum, env = "ECHOKIT_IO", default_value_t = Io::Auto)]
     io: Io,
 }
@@ -85,12 +86,14 @@ impl IoArgs {
     /// The backend asked for; on the WebAssembly build, a note at `level`
     /// when one was named.
     fn choice(&self, level: log::Level) -> Io {
-        if cfg!(target_os = "wasi") && self.io != Io::Auto {
+        if cfg!(target_os = "wasi") && matches!(self.io, Io::Epoll | Io::Uring) {
             level.say(
                 log::Level::Errors,
                 format_args!(
-                    "note: --io {:?} ignored: the WebAssembly build has one backend (wasi)",
+                    "note: --io {} ignored: the WebAssembly build runs on wasi sockets",
                     self.io
+                        .to_possible_value()
+                        .map_or_else(String::new, |v| v.get_name().into())
                 ),
             );
         }

@@ -200,6 +200,8 @@ contract_tests! {
     uring => (UringNetwork::new().unwrap(), MonotonicClock::new());
     #[cfg(target_os = "wasi")]
     wasi => (WasiNetwork::new().unwrap(), MonotonicClock::new());
+    #[cfg(target_os = "wasi")]
+    wasi_spliced => (WasiNetwork::splicing().unwrap(), MonotonicClock::new());
     loopback_spliced => loopback(true);
     loopback_copied => loopback(false);
     faults_off => {

@@ -324,7 +324,9 @@ fn echo_through_server(inputs: &[Vec<u8>]) {
     while !done.iter().all(|&done| done) {
         for (exchange, done) in exchanges.iter_mut().zip(&mut done) {
             if !*done {
-                *done = exchange.drive(&mut client, clock.now(), &mut io::sink()).unwrap();
+                *done = exchange
+                    .drive(&mut client, clock.now(), &mut io::sink())
+                    .unwrap();
             }
         }
         server.turn(&clock, Some(Duration::ZERO)).unwrap();

@@ -8,9 +8,11 @@
 //! below declare children before parents: Rust drops fields in order.
 
 mod convert;
+mod datagram;
 mod poll;
 
 use self::convert::{family, from_wasi_addr, stream_error, to_io, to_wasi_addr};
+use self::datagram::Datagram;
 use self::poll::HostBudget;
 use super::{
     not_a, Bind, Capabilities, Close, Interest, Network, OpenFiles, PortSharing, SocketId, Spliced,
@@ -21,10 +23,6 @@ use ::wasi::sockets::instance_network::instance_network;
 use ::wasi::sockets::network::{ErrorCode, Network as WasiNet};
 use ::wasi::sockets::tcp::{ShutdownType, TcpSocket};
 use ::wasi::sockets::tcp_create_socket::create_tcp_socket;
-use ::wasi::sockets::udp::{
-    IncomingDatagramStream, OutgoingDatagram, OutgoingDatagramStream, UdpSocket,
-};
-use ::wasi::sockets::udp_create_socket::create_udp_socket;
 use slab::Slab;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -43,6 +41,8 @@ pub struct WasiNetwork {
     lingering: Vec<Stream>,
     network: WasiNet,
     budget: HostBudget,
+    /// Whether [`Network::splice`] splices: see [`WasiNetwork::splicing`].
+    splice: bool,
 }
 
 struct Entry {
@@ -89,15 +89,6 @@ struct Streams {
     writable: Pollable,
     input: InputStream,
     output: OutputStream,
-}
-
-/// A bound UDP socket and its two datagram streams.
-struct Datagram {
-    receivable: Pollable,
-    sendable: Pollable,
-    incoming: IncomingDatagramStream,
-    outgoing: OutgoingDatagramStream,
-    socket: UdpSocket,
 }
 
 impl Streams {
@@ -161,14 +152,26 @@ impl Stream {
 }
 
 impl WasiNetwork {
-    /// Opens the component's instance network.
+    /// Opens the component's instance network; streams are echoed by
+    /// reading and writing, which every runtime supports.
     pub fn new() -> io::Result<Self> {
         Ok(WasiNetwork {
             sockets: Slab::new(),
             lingering: Vec::new(),
             network: instance_network(),
             budget: HostBudget::default(),
+            splice: false,
         })
+    }
+
+    /// Opens the component's instance network with
+    /// [`Network::splice`] on `output-stream.splice`: one host call per
+    /// echo, and the bytes never enter the guest. Wasmtime 48 supports it;
+    /// jco 1.35's preview2-shim traps on every splice between sockets.
+    pub fn splicing() -> io::Result<Self> {
+        let mut net = Self::new()?;
+        net.splice = true;
+        Ok(net)
     }
 
     fn insert(&mut self, socket: Socket) -> SocketId {
@@ -188,19 +191,23 @@ impl WasiNetwork {
         }
     }
 
-    fn datagram(&self, id: SocketId) -> io::Result<&Datagram> {
-        match self.sockets.get(id.0) {
+    /// A UDP socket, with the budget its host calls spend.
+    fn datagram(&mut self, id: SocketId) -> io::Result<(&mut Datagram, &mut HostBudget)> {
+        match self.sockets.get_mut(id.0) {
             Some(Entry {
                 socket: Socket::Datagram(datagram),
                 ..
-            }) => Ok(datagram),
+            }) => Ok((datagram, &mut self.budget)),
             _ => Err(not_a(id, "UDP socket")),
         }
     }
 }
 
 /// Finishes a two-phase WASI operation, waiting on `ready` as needed.
-fn finish<T>(ready: impl Fn() -> Pollable, op: impl Fn() -> Result<T, ErrorCode>) -> io::Result<T> {
+pub(super) fn finish<T>(
+    ready: impl Fn() -> Pollable,
+    op: impl Fn() -> Result<T, ErrorCode>,
+) -> io::Result<T> {
     loop {
         match op() {
             Err(ErrorCode::WouldBlock) => ready().block(),
@@ -293,8 +300,8 @@ impl WasiNetwork {
 impl Network for WasiNetwork {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            name: "wasi",
-            splice: false,
+            name: if self.splice { "wasi (splice)" } else { "wasi" },
+            splice: self.splice,
             reset: false,
             threads: false,
             lingering: true,
@@ -371,49 +378,18 @@ impl Network for WasiNetwork {
         if bind.sharing != PortSharing::Alone {
             return Err(single_event_loop());
         }
-        let socket = create_udp_socket(family(addr)).map_err(to_io)?;
-        socket
-            .start_bind(&self.network, to_wasi_addr(addr))
-            .map_err(to_io)?;
-        finish(|| socket.subscribe(), || socket.finish_bind())?;
-        let (incoming, outgoing) = socket.stream(None).map_err(to_io)?;
-        let datagram = Datagram {
-            receivable: incoming.subscribe(),
-            sendable: outgoing.subscribe(),
-            incoming,
-            outgoing,
-            socket,
-        };
+        let datagram = Datagram::bind(&self.network, addr)?;
         Ok(self.insert(Socket::Datagram(datagram)))
     }
 
     fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.budget.spend(1);
-        let received = self.datagram(id)?.incoming.receive(1).map_err(to_io)?;
-        let datagram = received
-            .into_iter()
-            .next()
-            .ok_or(io::ErrorKind::WouldBlock)?;
-        let n = datagram.data.len().min(buf.len());
-        buf[..n].copy_from_slice(&datagram.data[..n]);
-        Ok((n, from_wasi_addr(datagram.remote_address)))
+        let (datagram, budget) = self.datagram(id)?;
+        datagram.recv_from(buf, budget)
     }
 
     fn send_to(&mut self, id: SocketId, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.budget.spend(1);
-        let outgoing = &self.datagram(id)?.outgoing;
-        // Every send must follow a check-send that permits it.
-        if outgoing.check_send().map_err(to_io)? == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let datagram = OutgoingDatagram {
-            data: datagram.to_vec(),
-            remote_address: Some(to_wasi_addr(to)),
-        };
-        match outgoing.send(&[datagram]).map_err(to_io)? {
-            0 => Err(io::ErrorKind::WouldBlock.into()),
-            _ => Ok(()),
-        }
+        let (socket, budget) = self.datagram(id)?;
+        socket.send_to(datagram, to, budget)
     }
 
     fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
@@ -454,6 +430,9 @@ impl Network for WasiNetwork {
     }
 
     fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
+        if !self.splice {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
         // The splice, and perhaps one check-write after it.
         self.budget.spend(2);
         let stream = self.stream(id)?;
@@ -509,16 +488,13 @@ impl Network for WasiNetwork {
         Ok(())
     }
 
-    /// Always in order: WASI 0.2 has no `SO_LINGER`, so no reset.
+    /// Always in order: WASI 0.2 has no `SO_LINGER`, so no reset. A UDP
+    /// socket's queued datagrams go out if the runtime takes them now.
     fn close(&mut self, id: SocketId, _how: Close) {
-        if let Some(Entry {
-            socket: Socket::Stream(stream),
-            ..
-        }) = self.sockets.try_remove(id.0)
-        {
-            if !stream.droppable() {
-                self.lingering.push(stream);
-            }
+        match self.sockets.try_remove(id.0).map(|entry| entry.socket) {
+            Some(Socket::Stream(stream)) if !stream.droppable() => self.lingering.push(stream),
+            Some(Socket::Datagram(mut datagram)) => datagram.flush(&mut self.budget),
+            _ => {}
         }
     }
 

@@ -77,9 +77,11 @@ impl Entry {
                 // Established or failed: either way the socket can go on.
                 Link::Connecting(done) => ((read || write).then_some(done), None),
             },
+            // Queued datagrams need the runtime's permit whatever the
+            // interest: the caller took them as sent.
             Socket::Datagram(datagram) => (
                 read.then_some(&datagram.receivable),
-                write.then_some(&datagram.sendable),
+                (write || datagram.has_unsent()).then_some(&datagram.sendable),
             ),
         }
     }
@@ -92,6 +94,14 @@ impl WasiNetwork {
         timeout: Option<Duration>,
         ready: &mut Vec<SocketId>,
     ) -> io::Result<()> {
+        let received = self.flush_datagrams();
+        // Datagrams already received are ready now: only look for others.
+        let timeout = if received.is_empty() {
+            timeout
+        } else {
+            ready.extend(&received);
+            Some(Duration::ZERO)
+        };
         let mut pollables: Vec<&Pollable> = Vec::new();
         let mut owners: Vec<Owner> = Vec::new();
         for (key, entry) in &self.sockets {
@@ -153,6 +163,22 @@ impl WasiNetwork {
             .collect();
         self.mark_ready(&found, ready);
         Ok(())
+    }
+
+    /// Sends what every UDP socket queued, as far as the runtime permits;
+    /// returns the UDP sockets with read interest that hold received
+    /// datagrams.
+    fn flush_datagrams(&mut self) -> Vec<SocketId> {
+        let mut received = Vec::new();
+        for (key, entry) in &mut self.sockets {
+            if let Socket::Datagram(datagram) = &mut entry.socket {
+                datagram.flush(&mut self.budget);
+                if entry.interest.read && datagram.has_received() {
+                    received.push(SocketId(key));
+                }
+            }
+        }
+        received
     }
 
     /// Reports the sockets whose pollables `poll` found ready, once per
