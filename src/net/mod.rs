@@ -301,7 +301,10 @@ pub trait Network {
     /// and sender.
     fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
 
-    /// Sends `datagram` whole to `to`.
+    /// Sends `datagram` whole to `to`. A backend may queue it and send it
+    /// later (at the latest in the next [`Network::wait`]); a send that
+    /// fails then is reported by a later `recv_from`, the way Linux reports
+    /// an ICMP error for an earlier datagram.
     fn send_to(&mut self, id: SocketId, datagram: &[u8], to: SocketAddr) -> io::Result<()>;
 
     /// Reads into `buf`; `Ok(0)` means the peer closed its side.

@@ -32,7 +32,8 @@ pub(super) struct Datagram {
     /// Datagrams in flight, by send slot (a tag's `aux`).
     sends: Vec<Option<Box<Outgoing>>>,
     in_flight: usize,
-    /// A send failed with this `errno`; the next `send_to` says so.
+    /// A send failed with this `errno`; the next `recv_from` says so, as
+    /// Linux reports an ICMP error for an earlier datagram.
     send_failed: Option<i32>,
 }
 
@@ -65,12 +66,12 @@ impl Datagram {
 
     /// A `recv_from` would not report `WouldBlock`.
     pub(super) fn readable(&self) -> bool {
-        !self.inbox.is_empty() || self.recv_failed.is_some()
+        !self.inbox.is_empty() || self.recv_failed.is_some() || self.send_failed.is_some()
     }
 
     /// A `send_to` would not report `WouldBlock`.
     pub(super) fn writable(&self) -> bool {
-        self.in_flight < SENDS || self.send_failed.is_some()
+        self.in_flight < SENDS
     }
 
     /// Whether a receive should be armed now.
@@ -100,6 +101,9 @@ impl Datagram {
 
     /// Takes the oldest datagram, cut to `buf`'s length.
     pub(super) fn recv_from(&mut self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        if let Some(errno) = self.send_failed.take() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         let Some((datagram, from)) = self.inbox.pop_front() else {
             return Err(match self.recv_failed.take() {
                 Some(errno) => io::Error::from_raw_os_error(errno),
@@ -124,9 +128,6 @@ impl Datagram {
         datagram: &[u8],
         to: SocketAddr,
     ) -> io::Result<(u8, *const libc::msghdr)> {
-        if let Some(errno) = self.send_failed.take() {
-            return Err(io::Error::from_raw_os_error(errno));
-        }
         if self.in_flight == SENDS {
             return Err(io::ErrorKind::WouldBlock.into());
         }
