@@ -32,6 +32,19 @@ setup:
     else \
         cargo install --locked cargo-fuzz@{{cargo_fuzz_version}}; \
     fi
+    @if command -v node >/dev/null && command -v npm >/dev/null; then \
+        echo "Node.js $(node --version) and npm $(npm --version) already installed"; \
+    else \
+        echo "installing Node.js and npm (Debian packages)"; \
+        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; \
+    fi
+    @# jco, pinned by runtimes/jco/package-lock.json; the copy of the lock in
+    @# node_modules says what is installed.
+    @cd runtimes/jco && if cmp -s package-lock.json node_modules/.installed-lock.json; then \
+        echo "jco (runtimes/jco/node_modules) already installed"; \
+    else \
+        npm ci --no-audit --no-fund && cp package-lock.json node_modules/.installed-lock.json; \
+    fi
 
 # Build the native binary (target/release/echokit).
 build:
