@@ -1,5 +1,6 @@
 //! The server's log on stderr: the engine's events in users' words.
 
+use echokit::engine::guard::{self, DropReason};
 use echokit::engine::{Closed, Event, Observer};
 
 /// How much `serve` says on stderr.
@@ -66,6 +67,23 @@ impl Observer for Log {
                 Level::Errors,
                 format_args!("accept failed: {error}; pausing"),
             ),
+            Event::Dropping { from, reason } => {
+                let why = match reason {
+                    DropReason::ServicePort => "its source port is below 1024, a service's \
+                        (further drops of this kind are only counted)"
+                        .to_owned(),
+                    DropReason::Loop => format!(
+                        "it keeps returning what it was just sent, an echo loop; \
+                         no echo to it for {} s",
+                        guard::LOOP_PAUSE.as_secs_f64()
+                    ),
+                    DropReason::Rate => "it sends more than --udp-peer-rate".to_owned(),
+                };
+                level.say(
+                    Level::Connections,
+                    format_args!("udp: dropping datagrams from {from}: {why}"),
+                )
+            }
             Event::DatagramFailed { error } => {
                 level.say(Level::Connections, format_args!("udp: {error}"))
             }

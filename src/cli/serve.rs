@@ -5,6 +5,7 @@ use super::{parse_seconds, EXIT_CODES};
 use anyhow::Context;
 use clap::Args;
 use echokit::clock::MonotonicClock;
+use echokit::engine::guard::GuardConfig;
 use echokit::engine::{Config, ConnectionCount, Server, Stats};
 use echokit::net::{self, Bind, Job, Network, PortSharing, Protocol};
 use std::io::{self, Write};
@@ -41,9 +42,16 @@ pub(super) struct ServeArgs {
     #[arg(long)]
     tcp: bool,
 
-    /// Serve UDP echo; with --tcp too, both on the same address and port.
+    /// Serve UDP echo; with --tcp too, both on the same address and port. Datagrams from
+    /// source ports below 1024 and from peers in an echo loop are dropped (see the README's
+    /// Security section).
     #[arg(long)]
     udp: bool,
+
+    /// UDP datagrams per second echoed to one source IP address; the excess is dropped.
+    /// `off` for no bound. The default is above what `echokit bench --udp` reaches.
+    #[arg(long, value_name = "N|off", default_value = "1000000", value_parser = parse_rate)]
+    udp_peer_rate: Rate,
 
     /// Event loops (threads), each serving every listener; default: one per core.
     /// The WebAssembly build has no threads and always runs one.
@@ -144,6 +152,9 @@ impl Job for Serve<'_> {
             config: Config {
                 max_connections: args.max_connections as usize,
                 idle_timeout: args.idle_timeout,
+                udp_guard: GuardConfig {
+                    peer_rate: args.udp_peer_rate.0,
+                },
                 ..Config::default()
             },
             count: ConnectionCount::default(),
@@ -195,10 +206,18 @@ impl Job for Serve<'_> {
                 Err(_) => anyhow::bail!("a worker thread panicked"),
             }
         }
+        let dropped = stats.dropped;
+        let dropped = match plan.udp {
+            true => format!(
+                "; dropped {} datagrams ({} from service ports, {} in echo loops, {} over --udp-peer-rate)",
+                dropped.total(), dropped.service_port, dropped.looping, dropped.rate
+            ),
+            false => String::new(),
+        };
         level.say(
             Level::Errors,
             format_args!(
-                "stopped: served {} connections, echoed {} bytes and {} datagrams; {} connections cut off by --shutdown-timeout",
+                "stopped: served {} connections, echoed {} bytes and {} datagrams; {} connections cut off by --shutdown-timeout{dropped}",
                 stats.connections, stats.bytes, stats.datagrams, stats.cut_off
             ),
         );
@@ -259,5 +278,21 @@ fn start_worker<N: Network + 'static>(
         Ok(Ok(())) => Ok(worker),
         Ok(Err(err)) => Err(err.context(format!("worker {number} cannot serve"))),
         Err(_) => anyhow::bail!("worker {number} ended before it could serve"),
+    }
+}
+
+/// A `--udp-peer-rate`: datagrams per second, or `None` for no bound.
+#[derive(Clone, Copy, Debug)]
+struct Rate(Option<u32>);
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    match text {
+        "off" => Ok(Rate(None)),
+        _ => match text.parse::<u32>() {
+            Ok(0) | Err(_) => Err(format!(
+                "{text:?} is not a positive number of datagrams per second, nor `off`"
+            )),
+            Ok(rate) => Ok(Rate(Some(rate))),
+        },
     }
 }

@@ -1,8 +1,10 @@
 //! UDP echo: every datagram goes back, whole, to the address it came from.
 
+use super::guard::{UdpGuard, Verdict};
 use super::{Event, Observer, Progress, Turn};
 use crate::net::{would_block, Interest, Network, SocketId};
 use std::collections::VecDeque;
+use std::io;
 use std::net::SocketAddr;
 
 /// Datagrams received or sent per turn before other sockets get a chance.
@@ -24,19 +26,20 @@ impl DatagramEcho {
         self.unsent_bytes
     }
 
-    /// Echoes until the socket would block or the turn is used up.
-    /// Receiving pauses while more than `turn.bound` bytes wait to be sent
-    /// back. Errors that concern a single datagram (such as an ICMP error
-    /// reported on the socket) go to `observer`; they do not stop the echo.
+    /// Echoes until the socket would block or the turn is used up, what
+    /// `guard` lets through. Receiving pauses while more than `turn.bound`
+    /// bytes wait to be sent back. Errors that concern a single datagram
+    /// (such as an ICMP error reported on the socket) go to `observer`, as
+    /// does the start of each episode of drops; they do not stop the echo.
     pub fn drive<N: Network>(
         &mut self,
         net: &mut N,
         id: SocketId,
         turn: &mut Turn<'_>,
+        guard: &mut UdpGuard,
         observer: &mut impl Observer,
     ) -> Progress {
-        let (bound, scratch) = (turn.bound, &mut *turn.scratch);
-        let mut failed = |error| observer.observe(Event::DatagramFailed { error: &error });
+        let (bound, scratch, now) = (turn.bound, &mut *turn.scratch, turn.now);
         let mut progress = Progress::Yielded;
         for _ in 0..DATAGRAMS_PER_TURN {
             if let Some((datagram, to)) = self.unsent.front() {
@@ -52,7 +55,7 @@ impl DatagramEcho {
                         // The datagram cannot go there; drop it, keep serving.
                         self.unsent_bytes -= datagram.len();
                         self.unsent.pop_front();
-                        failed(err);
+                        failed(observer, err);
                         continue;
                     }
                 }
@@ -68,11 +71,17 @@ impl DatagramEcho {
                     break;
                 }
                 Err(err) => {
-                    failed(err);
+                    failed(observer, err);
                     continue;
                 }
             };
             let datagram = &scratch[..len];
+            if let Verdict::Drop { reason, first } = guard.check(from, datagram, now) {
+                if first {
+                    observer.observe(Event::Dropping { from, reason });
+                }
+                continue;
+            }
             if self.unsent.is_empty() {
                 match net.send_to(id, datagram, from) {
                     Ok(()) => {
@@ -81,7 +90,7 @@ impl DatagramEcho {
                     }
                     Err(err) if would_block(&err) => {}
                     Err(err) => {
-                        failed(err);
+                        failed(observer, err);
                         continue;
                     }
                 }
@@ -99,4 +108,9 @@ impl DatagramEcho {
         }
         progress
     }
+}
+
+/// Tells `observer` that one datagram failed with `error`.
+fn failed(observer: &mut impl Observer, error: io::Error) {
+    observer.observe(Event::DatagramFailed { error: &error });
 }

@@ -2,6 +2,7 @@
 //! gives it. The engine says what happened; the caller decides whether and
 //! how to tell anyone.
 
+use super::guard::DropReason;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,6 +41,15 @@ pub enum Event<'a> {
         error: &'a io::Error,
         /// How long accepting pauses.
         pause: Duration,
+    },
+    /// Datagrams from `from` start being dropped, not echoed, for
+    /// `reason`; the drops that follow are only counted
+    /// ([`Stats::dropped`](super::Stats)).
+    Dropping {
+        /// The datagram's source.
+        from: SocketAddr,
+        /// Why.
+        reason: DropReason,
     },
     /// One datagram could not be received or echoed; the others go on.
     DatagramFailed {

@@ -10,11 +10,13 @@
 mod connection;
 mod datagram;
 mod events;
+pub mod guard;
 
 pub use connection::{Connection, Progress, Turn};
 pub use datagram::DatagramEcho;
 pub use events::{Closed, Event, Observer};
 
+use self::guard::{Drops, GuardConfig, UdpGuard};
 use crate::clock::Clock;
 use crate::net::{
     explain, would_block, Bind, Capabilities, Close, Interest, Network, Protocol, SocketId,
@@ -46,6 +48,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Unsent echo bytes one connection may hold before reading pauses.
     pub max_backlog: usize,
+    /// What UDP echo refuses: see [`guard`].
+    pub udp_guard: GuardConfig,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             max_connections: 10_000,
             idle_timeout: None,
             max_backlog: 64 * 1024,
+            udp_guard: GuardConfig::default(),
         }
     }
 }
@@ -74,6 +79,8 @@ pub struct Stats {
     pub datagrams: u64,
     /// Connections still open when the shutdown grace period ran out.
     pub cut_off: u64,
+    /// Datagrams the UDP guards dropped, by reason.
+    pub dropped: Drops,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -82,6 +89,7 @@ impl std::ops::AddAssign for Stats {
         self.bytes += other.bytes;
         self.datagrams += other.datagrams;
         self.cut_off += other.cut_off;
+        self.dropped += other.dropped;
     }
 }
 
@@ -94,6 +102,7 @@ pub struct Server<N: Network, O: Observer = ()> {
     config: Config,
     listeners: Vec<SocketId>,
     datagrams: Vec<(SocketId, DatagramEcho)>,
+    guard: UdpGuard,
     connections: Vec<Option<Connection>>,
     open: usize,
     open_total: ConnectionCount,
@@ -114,9 +123,9 @@ impl<N: Network, O: Observer> Server<N, O> {
             capabilities: net.capabilities(),
             net,
             observer,
-            config,
             listeners: Vec::new(),
             datagrams: Vec::new(),
+            guard: UdpGuard::new(config.udp_guard),
             connections: Vec::new(),
             open: 0,
             open_total: count,
@@ -126,6 +135,7 @@ impl<N: Network, O: Observer> Server<N, O> {
             accept_paused_until: None,
             next_idle_sweep: None,
             stats: Stats::default(),
+            config,
         }
     }
 
@@ -206,6 +216,7 @@ impl<N: Network, O: Observer> Server<N, O> {
         for id in open {
             self.close(id, now, Closed::ShutdownTimeout);
         }
+        self.stats.dropped = self.guard.drops;
         Ok(self.stats)
     }
 
@@ -291,7 +302,13 @@ impl<N: Network, O: Observer> Server<N, O> {
             bound: self.config.max_backlog,
             now,
         };
-        let progress = echo.drive(&mut self.net, *socket, &mut turn, &mut self.observer);
+        let progress = echo.drive(
+            &mut self.net,
+            *socket,
+            &mut turn,
+            &mut self.guard,
+            &mut self.observer,
+        );
         if progress == Progress::Yielded {
             self.again.push(*socket);
         }
