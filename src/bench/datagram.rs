@@ -108,7 +108,7 @@ impl Datagram {
 
     fn due(&self, turn: &Turn<'_>) -> bool {
         match turn.pacing.due_at(self.slot, self.next) {
-            Some(due) => due <= turn.now,
+            Some(due) => due <= turn.now && self.pending.len() < turn.plan.pipeline,
             None => self.pending.is_empty(),
         }
     }

@@ -221,7 +221,7 @@ impl Flow {
             return self.sent == 0;
         }
         match turn.pacing.due_at(self.slot, message) {
-            Some(due) => due <= turn.now,
+            Some(due) => due <= turn.now && self.writes.len() < turn.plan.pipeline,
             None => self.received == self.sent,
         }
     }

@@ -66,6 +66,9 @@ pub struct Plan {
     /// Open loop: messages per second over all connections (connect mode:
     /// new connections per second); `None` for closed loop.
     pub rate: Option<u64>,
+    /// Open loop: the most messages in flight on one connection; more
+    /// wait their turn in the generator, written late.
+    pub pipeline: usize,
     /// New connections per second while opening `connections` (not in
     /// connect mode); `None`: all at once.
     pub connect_rate: Option<u64>,
@@ -91,8 +94,8 @@ impl Plan {
                 "connect mode paces its connections with --rate, not --connect-rate",
             ),
             (
-                self.connections == 0 || self.size == 0,
-                "a run needs at least one connection and one byte",
+                self.connections == 0 || self.size == 0 || self.pipeline == 0,
+                "a run needs a connection, a byte and a message in flight",
             ),
             (
                 self.rate == Some(0) || self.connect_rate == Some(0),
@@ -128,6 +131,7 @@ impl Plan {
             connections: self.connections,
             size: self.size,
             rate: self.rate,
+            pipeline: self.rate.map(|_| self.pipeline),
             connect_rate: self.connect_rate,
             bind: self.bind.clone(),
             reset: self.reset,

@@ -163,6 +163,8 @@ pub struct Start {
     pub size: usize,
     /// Open loop: messages (connect mode: connections) per second asked.
     pub rate: Option<u64>,
+    /// Open loop: the most messages in flight on one connection.
+    pub pipeline: Option<usize>,
     /// New connections per second while opening `connections`.
     pub connect_rate: Option<u64>,
     /// Source addresses, connections spread over them.
@@ -247,11 +249,11 @@ impl Report {
     }
 
     /// Open loop: the share of the scheduled messages that were not
-    /// written, when the writes fell behind.
+    /// written, when over 1%.
     pub fn shortfall(&self) -> Option<f64> {
         let scheduled = self.counts.scheduled?;
         let short = scheduled.saturating_sub(self.counts.sent) as f64 / scheduled.max(1) as f64;
-        (short > 0.01 || self.counts.late * 100 > scheduled).then_some(short)
+        (short > 0.01).then_some(short)
     }
 }
 
@@ -323,16 +325,22 @@ impl fmt::Display for Report {
             };
             writeln!(f, "  latency from {what} (uncorrected): {l}")?;
         }
-        if let Some(short) = self.shortfall() {
+        if c.late > 0 {
             writeln!(
                 f,
-                "  behind the schedule: offered {:.0} req/s of {} asked ({:.1}% short), {} writes over {} late, the latest {} late",
-                self.offered_per_sec,
-                s.rate.unwrap_or_default(),
-                short * 100.0,
+                "  {} writes over {} behind the schedule, the latest by {}",
                 c.late,
                 Took(nanos(LATE)),
                 Took(self.send_lag_max_ns.unwrap_or_default())
+            )?;
+        }
+        if let Some(short) = self.shortfall() {
+            writeln!(
+                f,
+                "  offered {:.0} req/s of {} asked: the writes fell {:.1}% short of the schedule",
+                self.offered_per_sec,
+                s.rate.unwrap_or_default(),
+                short * 100.0
             )?;
         }
         let connected = match self.connected_ns {

@@ -58,6 +58,13 @@ pub(super) struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     rate: Option<u64>,
 
+    /// Open loop: at most N messages in flight on one connection; the
+    /// next ones wait in the load generator and are written late (counted
+    /// as late; their corrected latency includes the wait).
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pipeline: u32,
+
     /// Open the connections at N per second instead of all at once (not in
     /// connect mode); the report says when the last was up.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -125,6 +132,7 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         udp: args.udp,
         reset: args.reset,
         rate: args.rate,
+        pipeline: args.pipeline as usize,
         connect_rate: args.connect_rate,
         bind: args.bind.clone(),
     };

@@ -15,6 +15,7 @@ fn start(size: usize) -> Start {
         udp: false,
         reset: false,
         rate: Some(100),
+        pipeline: 1,
         connect_rate: None,
         bind: Vec::new(),
     }
