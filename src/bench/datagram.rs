@@ -131,12 +131,12 @@ impl Datagram {
             Err(err) => return Err(err),
         }
         self.blocked = false;
+        let now = turn.clock.now();
         let due = turn.pacing.due_at(self.slot, self.next);
-        turn.record
-            .sent(due.map(|due| turn.now.saturating_sub(due)));
+        turn.record.sent(due.map(|due| now.saturating_sub(due)));
         self.pending.push_back(Pending {
             message: self.next,
-            sent: turn.now,
+            sent: now,
         });
         self.next += 1;
         Ok(true)
@@ -162,9 +162,9 @@ impl Datagram {
             let Some(Pending { message, sent }) = self.pending.remove(index) else {
                 return Ok(true);
             };
-            let corrected =
-                (turn.pacing.due_at(self.slot, message)).map(|due| turn.now.saturating_sub(due));
-            turn.record.echo(corrected, turn.now.saturating_sub(sent));
+            let now = turn.clock.now();
+            let corrected = (turn.pacing.due_at(self.slot, message)).map(|due| now.saturating_sub(due));
+            turn.record.echo(corrected, now.saturating_sub(sent));
             turn.record.bytes(len as u64);
             return Ok(true);
         }

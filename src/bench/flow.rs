@@ -8,6 +8,7 @@
 use super::record::Recorder;
 use super::schedule::Spread;
 use super::{Mode, Plan};
+use crate::clock::Clock;
 use crate::net::{explain, try_read, try_write, Interest, Network, SocketId};
 use crate::pattern;
 use std::collections::VecDeque;
@@ -78,8 +79,10 @@ impl Pacing {
 
 /// What a flow's turn needs besides the flow.
 pub(super) struct Turn<'a> {
-    /// The time of this turn.
+    /// The time of this turn, which says what is due.
     pub now: Duration,
+    /// The clock, read for each write and echo that latencies time.
+    pub clock: &'a dyn Clock,
     /// The run.
     pub plan: &'a Plan,
     /// How messages are paced.
@@ -203,12 +206,12 @@ impl Flow {
         }
         let n = try_write(net, self.id, &self.outgoing[offset as usize..])?;
         if n > 0 && offset == 0 {
-            self.writes.push_back(turn.now);
+            let now = turn.clock.now();
+            self.writes.push_back(now);
             // Connect mode counts its sends when it connects.
             if self.origin.is_none() {
                 let due = turn.pacing.due_at(self.slot, message);
-                turn.record
-                    .sent(due.map(|due| turn.now.saturating_sub(due)));
+                turn.record.sent(due.map(|due| now.saturating_sub(due)));
             }
         }
         self.sent += n as u64;
@@ -307,7 +310,7 @@ impl Flow {
 
     /// Message `message` is echoed whole: its latencies.
     fn echoed(&mut self, message: u64, turn: &mut Turn<'_>) {
-        let now = turn.now;
+        let now = turn.clock.now();
         let written = self.writes.pop_front().unwrap_or(now);
         let (uncorrected, due) = match self.origin {
             Some(origin) => (now.saturating_sub(origin.opened), origin.scheduled),

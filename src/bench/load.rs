@@ -337,6 +337,7 @@ impl<N: Network, C: Clock> Run<'_, N, C> {
         };
         let mut turn = Turn {
             now,
+            clock: self.clock,
             plan: self.plan,
             pacing: self.pacing,
             incoming,
