@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use testkit::bench::bench_run;
 use testkit::process::finish_within;
-use testkit::{lock, Build, Finished, ServerProcess, StderrTo, Target};
+use testkit::{lock, native_server, Build, Finished, Target};
 
 /// How long a run may overrun before it is killed.
 const GRACE: Duration = Duration::from_secs(30);
@@ -32,14 +32,6 @@ const STALL: Duration = Duration::from_secs(1);
 
 /// Taken by the tests whose figures depend on having the machine.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A native echokit server with `args`, on a free loopback port.
-fn server(args: &[&str]) -> ServerProcess {
-    let mut cmd = Target::new(Build::Native).must();
-    cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
-    ServerProcess::start(cmd, StderrTo::Keep, Duration::from_secs(10))
-        .unwrap_or_else(|err| panic!("{err}"))
-}
 
 /// `build`'s `echokit bench --connect ADDR ARGS --duration SECS --json`,
 /// which must succeed; the events it printed.
@@ -97,7 +89,7 @@ fn code(run: &Finished) -> Option<i32> {
 #[test]
 fn the_offered_rate_is_the_rate_asked() {
     let _serial = lock(&SERIAL);
-    let server = server(&[]);
+    let server = native_server(&[]);
     for (rate, connections) in [(1000, "10"), (5000, "10"), (50_000, "50")] {
         let args = [
             "--rate",
@@ -245,7 +237,7 @@ fn assert_stream(events: &[Event]) -> (&Start, &Report) {
 
 #[test]
 fn intervals_add_up_to_the_end() {
-    let server = server(&["--tcp", "--udp"]);
+    let server = native_server(&["--tcp", "--udp"]);
     let native = Target::new(Build::Native);
     for args in [
         &["--rate", "2000", "--connections", "4"][..],
@@ -283,7 +275,7 @@ fn intervals_add_up_to_the_end() {
 
 #[test]
 fn wasm_bench_runs_open_loop_and_streams_intervals() {
-    let server = server(&[]);
+    let server = native_server(&[]);
     let wasm = Target::new(Build::Wasm);
     let args = ["--rate", "1000", "--connections", "4", "--interval", "0.5"];
     let events = bench(&wasm, server.addr, &args, 1.6);
@@ -314,7 +306,7 @@ fn report(files: &[&Path]) -> Report {
 
 #[test]
 fn histogram_logs_merge_into_one_report() {
-    let server = server(&[]);
+    let server = native_server(&[]);
     let dir = tempfile::tempdir().unwrap();
     let (a, b, w) = (
         dir.path().join("a.hlog"),
@@ -404,7 +396,7 @@ fn bad_input_is_refused_clearly() {
         run.stderr
     );
 
-    let server = server(&[]);
+    let server = native_server(&[]);
     let log = dir.path().join("run.hlog");
     let args = [
         "--connections",
@@ -449,7 +441,7 @@ fn counting_udp_server() -> (SocketAddr, Arc<Mutex<BTreeMap<IpAddr, u64>>>) {
 
 #[test]
 fn connections_spread_over_the_source_addresses() {
-    let mut server = server(&["-v"]);
+    let mut server = native_server(&["-v"]);
     let native = Target::new(Build::Native);
     let args = [
         "--bind",
@@ -493,7 +485,7 @@ fn connections_spread_over_the_source_addresses() {
 
 #[test]
 fn json_without_intervals_is_one_object_the_report() {
-    let server = server(&[]);
+    let server = native_server(&[]);
     let run = bench_run(
         Target::new(Build::Native).must(),
         server.addr,

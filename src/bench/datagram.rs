@@ -2,7 +2,7 @@
 //! flight) or open loop (as many as the schedule sends), each echo
 //! matched to the datagram it repeats and checked whole.
 
-use super::flow::{Corruption, FlowError, Outcome, Pacing, Turn, STEPS_PER_TURN};
+use super::flow::{want, Corruption, FlowError, Outcome, Pacing, Turn, STEPS_PER_TURN};
 use super::Plan;
 use crate::net::{any_local, would_block, Bind, Interest, Network, SocketId};
 use crate::pattern;
@@ -94,11 +94,7 @@ impl Datagram {
             let received = self.receive(net, turn)?;
             if !sent && !received {
                 let write = self.blocked && self.due(turn);
-                let interest = Interest { read: true, write };
-                if interest != self.interest {
-                    net.set_interest(self.id, interest);
-                    self.interest = interest;
-                }
+                want(net, self.id, &mut self.interest, write);
                 return Ok(outcome);
             }
         }
@@ -163,7 +159,8 @@ impl Datagram {
                 return Ok(true);
             };
             let now = turn.clock.now();
-            let corrected = (turn.pacing.due_at(self.slot, message)).map(|due| now.saturating_sub(due));
+            let corrected =
+                (turn.pacing.due_at(self.slot, message)).map(|due| now.saturating_sub(due));
             turn.record.echo(corrected, now.saturating_sub(sent));
             turn.record.bytes(len as u64);
             return Ok(true);

@@ -77,6 +77,16 @@ impl Pacing {
     }
 }
 
+/// Wakes for reading, and for writing if `write`, on `id`, whose interest
+/// so far is `current`.
+pub(super) fn want<N: Network>(net: &mut N, id: SocketId, current: &mut Interest, write: bool) {
+    let interest = Interest { read: true, write };
+    if interest != *current {
+        net.set_interest(id, interest);
+        *current = interest;
+    }
+}
+
 /// What a flow's turn needs besides the flow.
 pub(super) struct Turn<'a> {
     /// The time of this turn, which says what is due.
@@ -183,7 +193,7 @@ impl Flow {
             }
             if !wrote && !read {
                 let write = self.wants_write(turn);
-                self.want(net, write);
+                want(net, self.id, &mut self.interest, write);
                 return Ok(outcome);
             }
         }
@@ -330,14 +340,6 @@ impl Flow {
         }
         let size = self.outgoing.len() as u64;
         self.sent % size != 0 || self.due(self.first + self.sent / size, turn)
-    }
-
-    fn want<N: Network>(&mut self, net: &mut N, write: bool) {
-        let interest = Interest { read: true, write };
-        if interest != self.interest {
-            net.set_interest(self.id, interest);
-            self.interest = interest;
-        }
     }
 
     /// The connection slot this flow fills.
