@@ -90,6 +90,7 @@ impl Datagram {
         }
         for _ in 0..STEPS_PER_TURN {
             let sent = self.send(net, turn)?;
+            turn.stamp = None;
             outcome.first_write |= sent && mem::take(&mut self.fresh);
             let received = self.receive(net, turn)?;
             if !sent && !received {
@@ -127,7 +128,8 @@ impl Datagram {
             Err(err) => return Err(err),
         }
         self.blocked = false;
-        let now = turn.clock.now();
+        let now = turn.stamp.unwrap_or_else(|| turn.time());
+        turn.wrote = true;
         let due = turn.pacing.due_at(self.slot, self.next);
         turn.record.sent(due.map(|due| now.saturating_sub(due)));
         self.pending.push_back(Pending {
@@ -158,7 +160,9 @@ impl Datagram {
             let Some(Pending { message, sent }) = self.pending.remove(index) else {
                 return Ok(true);
             };
-            let now = turn.clock.now();
+            let now = turn.time();
+            // The next send, if it follows at once, happened now too.
+            turn.stamp = Some(now);
             let corrected =
                 (turn.pacing.due_at(self.slot, message)).map(|due| now.saturating_sub(due));
             turn.record.echo(corrected, now.saturating_sub(sent));

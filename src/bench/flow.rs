@@ -93,6 +93,11 @@ pub(super) struct Turn<'a> {
     pub now: Duration,
     /// The clock, read for each write and echo that latencies time.
     pub clock: &'a dyn Clock,
+    /// The clock's reading at the echo just completed, which times a
+    /// write that follows at once.
+    pub stamp: Option<Duration>,
+    /// The flow wrote in this turn, so an echo may come back within it.
+    pub wrote: bool,
     /// The run.
     pub plan: &'a Plan,
     /// How messages are paced.
@@ -105,6 +110,19 @@ pub(super) struct Turn<'a> {
     pub record: &'a mut Recorder,
 }
 
+impl Turn<'_> {
+    /// The time of an echo or a write now: the clock's in open loop, where
+    /// each message has a time to keep, and once the flow has written in
+    /// this turn (its echo may be back before the turn ends); else the
+    /// turn's, which spares closed loop a clock read per message.
+    pub(super) fn time(&self) -> Duration {
+        match (self.pacing, self.wrote) {
+            (Pacing::Closed, false) => self.now,
+            _ => self.clock.now(),
+        }
+    }
+}
+
 /// A connect-mode connection's start: its latency runs from the connect
 /// (uncorrected) and, in open loop, from when the connect was due.
 #[derive(Clone, Copy, Debug)]
@@ -113,6 +131,27 @@ pub(super) struct Origin {
     pub opened: Duration,
     /// Open loop: when it was due.
     pub scheduled: Option<Duration>,
+}
+
+/// A place in a connection's messages.
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    message: u64,
+    offset: u64,
+}
+
+impl Cursor {
+    /// Moves `n` bytes on in a message of `size` bytes: whether that ended
+    /// the message (the cursor is then at the next one's start).
+    fn advance(&mut self, n: u64, size: u64) -> bool {
+        self.offset += n;
+        let ended = self.offset == size;
+        if ended {
+            self.message += 1;
+            self.offset = 0;
+        }
+        ended
+    }
 }
 
 /// One TCP connection slot: its socket and where its traffic stands.
@@ -125,6 +164,10 @@ pub(super) struct Flow {
     /// Bytes written, and bytes echoed and verified.
     sent: u64,
     received: u64,
+    /// The message being written and how much of it is out, and the one
+    /// being echoed and how much of it is back (pingpong and connect).
+    writing: Cursor,
+    reading: Cursor,
     /// When each message in flight (written, wholly or in part, and not
     /// echoed) began to be written, oldest first.
     writes: VecDeque<Duration>,
@@ -163,6 +206,14 @@ impl Flow {
             first,
             sent: 0,
             received: 0,
+            writing: Cursor {
+                message: first,
+                offset: 0,
+            },
+            reading: Cursor {
+                message: first,
+                offset: 0,
+            },
             writes: VecDeque::new(),
             filled: None,
             outgoing: vec![0; len],
@@ -186,6 +237,7 @@ impl Flow {
                 true => self.write_stream(net)?,
                 false => self.write_message(net, turn)?,
             };
+            turn.stamp = None;
             outcome.first_write |= wrote && fresh;
             let read = self.read(net, turn, &mut outcome)?;
             if outcome.done {
@@ -203,8 +255,7 @@ impl Flow {
 
     /// Writes what is due of the current message: `true` if bytes went.
     fn write_message<N: Network>(&mut self, net: &mut N, turn: &mut Turn<'_>) -> io::Result<bool> {
-        let size = self.outgoing.len() as u64;
-        let (message, offset) = (self.first + self.sent / size, self.sent % size);
+        let Cursor { message, offset } = self.writing;
         if offset == 0 {
             if !self.due(message, turn) {
                 return Ok(false);
@@ -216,7 +267,7 @@ impl Flow {
         }
         let n = try_write(net, self.id, &self.outgoing[offset as usize..])?;
         if n > 0 && offset == 0 {
-            let now = turn.clock.now();
+            let now = turn.stamp.unwrap_or_else(|| turn.time());
             self.writes.push_back(now);
             // Connect mode counts its sends when it connects.
             if self.origin.is_none() {
@@ -224,7 +275,9 @@ impl Flow {
                 turn.record.sent(due.map(|due| now.saturating_sub(due)));
             }
         }
+        turn.wrote |= n > 0;
         self.sent += n as u64;
+        self.writing.advance(n as u64, self.outgoing.len() as u64);
         Ok(n > 0)
     }
 
@@ -285,17 +338,17 @@ impl Flow {
         let size = self.outgoing.len() as u64;
         let mut pos = 0;
         while pos < n {
-            let (message, offset) = (self.first + self.received / size, self.received % size);
+            let Cursor { message, offset } = self.reading;
             let take = (n - pos).min((size - offset) as usize);
             let seed = pattern::seed(self.slot, message);
             self.check_at(seed, message, offset, pos..pos + take, turn)?;
             pos += take;
-            self.received += take as u64;
-            if offset + take as u64 == size {
+            if self.reading.advance(take as u64, size) {
                 self.echoed(message, turn);
                 outcome.done = self.origin.is_some();
             }
         }
+        self.received += n as u64;
         Ok(true)
     }
 
@@ -320,7 +373,9 @@ impl Flow {
 
     /// Message `message` is echoed whole: its latencies.
     fn echoed(&mut self, message: u64, turn: &mut Turn<'_>) {
-        let now = turn.clock.now();
+        let now = turn.time();
+        // The next write, if it follows at once, happened now too.
+        turn.stamp = Some(now);
         let written = self.writes.pop_front().unwrap_or(now);
         let (uncorrected, due) = match self.origin {
             Some(origin) => (now.saturating_sub(origin.opened), origin.scheduled),
@@ -338,8 +393,7 @@ impl Flow {
         if self.streaming {
             return true;
         }
-        let size = self.outgoing.len() as u64;
-        self.sent % size != 0 || self.due(self.first + self.sent / size, turn)
+        self.writing.offset != 0 || self.due(self.writing.message, turn)
     }
 
     /// The connection slot this flow fills.
@@ -350,9 +404,6 @@ impl Flow {
     /// Where a new connection for this slot starts: the first message not
     /// yet echoed whole (the same stream, in stream mode).
     pub(super) fn resume_at(&self) -> u64 {
-        match self.streaming {
-            true => self.first,
-            false => self.first + self.received / self.outgoing.len() as u64,
-        }
+        self.reading.message
     }
 }

@@ -332,12 +332,15 @@ impl<N: Network, C: Clock> Run<'_, N, C> {
         incoming: &mut [u8],
         expected: &mut [u8],
     ) -> Result<(), Error> {
-        let Some(mut conn) = self.conns.get_mut(id.0).and_then(Option::take) else {
+        // Driven in place: a flow is too big to move out and back each turn.
+        let Some(conn) = self.conns.get_mut(id.0).and_then(Option::as_mut) else {
             return Ok(());
         };
         let mut turn = Turn {
             now,
             clock: self.clock,
+            stamp: None,
+            wrote: false,
             plan: self.plan,
             pacing: self.pacing,
             incoming,
@@ -364,23 +367,23 @@ impl<N: Network, C: Clock> Run<'_, N, C> {
                 self.connected_at = Some(now - self.start);
             }
         }
+        let (slot, resume_at) = (conn.slot(), conn.resume_at());
         if !(failed || outcome.done) {
             if outcome.yielded {
                 self.again.push(id);
             }
-            self.conns[id.0] = Some(conn);
             return Ok(());
         }
+        self.conns[id.0] = None;
         let how = match self.plan.reset {
             true => Close::Reset,
             false => Close::Orderly,
         };
         self.net.close(id, how);
-        let slot = conn.slot();
         self.slots[slot as usize] = None;
         match self.connects {
             Some(_) => self.free.push(slot),
-            None => self.open(slot, conn.resume_at(), self.plan.local(slot), None)?,
+            None => self.open(slot, resume_at, self.plan.local(slot), None)?,
         }
         Ok(())
     }
