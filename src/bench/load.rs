@@ -107,7 +107,7 @@ pub fn run<N: Network>(
     observer: &mut impl Observer,
 ) -> Result<Report, Error> {
     plan.check()?;
-    let first = plan.start(net.capabilities().name);
+    let start_event = plan.start(net.capabilities().name);
     let start = clock.now();
     let schedule = plan.rate.map(|rate| Schedule::new(start, rate));
     let slots = plan.connections as u64;
@@ -137,7 +137,10 @@ pub fn run<N: Network>(
     let deadline = measure_from + plan.duration;
     let mut incoming = vec![0; SCRATCH_SIZE].into_boxed_slice();
     let mut expected = vec![0; SCRATCH_SIZE].into_boxed_slice();
+    // Sockets to drive, and the batch being driven (two buffers, so that
+    // neither is allocated anew each turn).
     let mut ready = Vec::new();
+    let mut batch = Vec::new();
     let mut cuts: Option<Cuts> = None;
     // UDP sockets whose datagram was lost get no wake-up: look at them all
     // now and then.
@@ -169,7 +172,8 @@ pub fn run<N: Network>(
             ready.extend(run.conns.iter().flatten().map(Conn::id));
             next_sweep = now + interval;
         }
-        for id in mem::take(&mut ready) {
+        mem::swap(&mut ready, &mut batch);
+        for id in batch.drain(..) {
             run.turn(id, now, &mut incoming, &mut expected)?;
         }
         let mut wake = match &cuts {
@@ -193,7 +197,7 @@ pub fn run<N: Network>(
     for conn in run.conns.iter().flatten() {
         run.net.close(conn.id(), Close::Orderly);
     }
-    run.report(first, end - cuts.began)
+    run.report(start_event, end - cuts.began)
 }
 
 impl<N: Network, C: Clock> Run<'_, N, C> {
@@ -389,7 +393,7 @@ impl<N: Network, C: Clock> Run<'_, N, C> {
     }
 
     /// The report of the measured `measured`, or why there is none.
-    fn report(self, first: super::Start, measured: Duration) -> Result<Report, Error> {
+    fn report(self, start: super::Start, measured: Duration) -> Result<Report, Error> {
         let record = self.record;
         let totals = record.totals;
         // A server that never answers (or a connect that never completes)
@@ -402,7 +406,7 @@ impl<N: Network, C: Clock> Run<'_, N, C> {
                 lost: totals.lost,
             });
         }
-        let mut report = Report::derive(first, totals, measured);
+        let mut report = Report::derive(start, totals, measured);
         report.intervals = record.intervals;
         report.send_lag_max_ns = record.total_lag_max;
         report.corrected = Latency::of(&record.total_latencies.corrected);
