@@ -9,8 +9,9 @@ wasm := "target/wasm32-wasip2/release/echokit.wasm"
 default:
     @just --list
 
-# Debian packages of the third-party echo endpoints `echokit check` is tested against.
-endpoint_packages := "socat ncat haproxy xinetd"
+# Debian packages of the third-party echo endpoints `echokit check` is tested
+# against, and iproute2 for the network namespaces of tests/many_hosts.rs.
+endpoint_packages := "socat ncat haproxy xinetd iproute2"
 
 # Install what the builds and tests need (idempotent; fast when done).
 setup:

@@ -188,7 +188,7 @@ fn soak(build: Build, duration: Duration, warm_at: Duration) -> Outcome {
     match report {
         Ok(report) => {
             outcome.requests_per_sec = Some(report.requests_per_sec);
-            let (errors, lost) = (report.errors, report.lost);
+            let (errors, lost) = (report.counts.errors, report.counts.lost);
             if errors > 0 || lost > 0 {
                 failures.push(format!(
                     "the load client reported {errors} errors and {lost} lost messages"

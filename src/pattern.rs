@@ -12,17 +12,25 @@ pub fn seed(connection: u64, message: u64) -> u64 {
 
 /// Fills `out` with the bytes at `offset..` of the sequence `seed`.
 pub fn fill(seed: u64, offset: u64, out: &mut [u8]) {
-    let mut word_index = offset / 8;
-    let mut skip = (offset % 8) as usize;
-    let mut pos = 0;
-    while pos < out.len() {
-        let word = mix(seed ^ word_index.wrapping_mul(0xd1b5_4a32_d192_ed03)).to_le_bytes();
-        let take = (8 - skip).min(out.len() - pos);
-        out[pos..pos + take].copy_from_slice(&word[skip..skip + take]);
-        pos += take;
-        skip = 0;
-        word_index += 1;
+    let word = |index: u64| mix(seed ^ index.wrapping_mul(0xd1b5_4a32_d192_ed03)).to_le_bytes();
+    let mut index = offset / 8;
+    let skip = (offset % 8) as usize;
+    let mut rest = out;
+    if skip != 0 {
+        let take = (8 - skip).min(rest.len());
+        rest[..take].copy_from_slice(&word(index)[skip..skip + take]);
+        rest = &mut rest[take..];
+        index += 1;
     }
+    // Whole words: each an 8-byte store, not a copy of variable length.
+    let mut words = rest.chunks_exact_mut(8);
+    for chunk in &mut words {
+        chunk.copy_from_slice(&word(index));
+        index += 1;
+    }
+    let tail = words.into_remainder();
+    let len = tail.len();
+    tail.copy_from_slice(&word(index)[..len]);
 }
 
 /// Whether `data` equals the bytes at `offset..` of `seed`; `scratch` must
@@ -36,6 +44,21 @@ pub fn matches(seed: u64, offset: u64, data: &[u8], scratch: &mut [u8]) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_gives_byte_p_of_word_p_over_8() {
+        let byte = |seed: u64, p: u64| {
+            mix(seed ^ (p / 8).wrapping_mul(0xd1b5_4a32_d192_ed03)).to_le_bytes()[(p % 8) as usize]
+        };
+        for offset in 0..20 {
+            for len in 0..40 {
+                let mut out = vec![0; len];
+                fill(9, offset, &mut out);
+                let want: Vec<u8> = (offset..offset + len as u64).map(|p| byte(9, p)).collect();
+                assert_eq!(out, want, "offset {offset}, len {len}");
+            }
+        }
+    }
 
     #[test]
     fn any_split_of_a_sequence_matches_the_whole() {

@@ -15,20 +15,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 use testkit::bench::{bench_run, last_line, run_bench};
-use testkit::{Build, Finished, ServerProcess, StderrTo, Target};
+use testkit::{native_server, Build, Finished, Target};
 
 /// How long each load runs.
 const RUN: Duration = Duration::from_millis(400);
 /// How long a load may overrun before it is killed.
 const GRACE: Duration = Duration::from_secs(20);
-
-/// A native echokit server with `args`, on a free loopback port.
-fn server(args: &[&str]) -> ServerProcess {
-    let mut cmd = Target::new(Build::Native).must();
-    cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
-    ServerProcess::start(cmd, StderrTo::Keep, Duration::from_secs(10))
-        .unwrap_or_else(|err| panic!("{err}"))
-}
 
 /// Runs `build`'s `echokit bench --connect ADDR ARGS --duration RUN --json`.
 fn bench(build: Build, addr: SocketAddr, args: &[&str]) -> Finished {
@@ -64,12 +56,12 @@ fn assert_echoed(report: &Value, size: u64) {
     let requests = count(report, "requests");
     assert!(requests > 0, "no echo completed: {report}");
     assert_eq!(count(report, "bytes"), requests * size, "{report}");
-    assert!(report["latency"]["p50_us"].as_f64().unwrap() > 0.0);
+    assert!(report["uncorrected"]["p50_ns"].as_u64().unwrap() > 0);
 }
 
 #[test]
 fn every_tcp_mode_verifies_its_echoes() {
-    let server = server(&[]);
+    let server = native_server(&[]);
     let pingpong = report(
         Build::Native,
         server.addr,
@@ -105,7 +97,7 @@ fn every_tcp_mode_verifies_its_echoes() {
 
 #[test]
 fn udp_pingpong_verifies_every_datagram() {
-    let server = server(&["--udp"]);
+    let server = native_server(&["--udp"]);
     let udp = ["--udp", "--connections", "4", "--size", "512"];
     let udp = report(Build::Native, server.addr, &udp);
     assert_echoed(&udp, 512);
@@ -116,7 +108,7 @@ fn udp_pingpong_verifies_every_datagram() {
 
 #[test]
 fn wasm_bench_client_verifies_its_echoes() {
-    let server = server(&[]);
+    let server = native_server(&[]);
     let pingpong = ["--connections", "4", "--size", "100"];
     assert_clean(&report(Build::Wasm, server.addr, &pingpong), 100);
     let connect = ["--mode", "connect", "--connections", "4", "--size", "64"];

@@ -116,7 +116,12 @@ pub(crate) fn medians(
                 .collect();
             let values: Vec<f64> = mine.iter().filter_map(|run| run.value).collect();
             let p50s = (mine.iter())
-                .filter_map(|run| run.report.as_ref()?.latency.map(|l| l.p50_us))
+                .filter_map(|run| {
+                    run.report
+                        .as_ref()?
+                        .uncorrected
+                        .map(|l| l.p50_ns as f64 / 1e3)
+                })
                 .collect();
             per_server.insert(
                 kind,

@@ -64,8 +64,8 @@ pub(crate) fn matrix(
                 match measure(tools, row, kind, secs, &tag) {
                     Ok(measured) => {
                         let value = row.figure(&measured.report);
-                        let p50 = (measured.report.latency)
-                            .map(|l| format!(", p50 {:.1} us", l.p50_us))
+                        let p50 = (measured.report.uncorrected)
+                            .map(|l| format!(", p50 {:.1} us", l.p50_ns as f64 / 1e3))
                             .unwrap_or_default();
                         eprintln!("{tag}: {value:.1} {}{p50}", row.unit());
                         run.value = Some(value);
@@ -124,10 +124,10 @@ fn measure(tools: &Tools, row: &Row, kind: Kind, secs: f64, tag: &str) -> Result
     };
     // The client's clock starts before it connects: a server slow to take
     // connections can leave no time for echoes at all.
-    if report.seconds > secs * 1.5 {
+    if report.seconds() > secs * 1.5 {
         eprintln!(
             "{tag}: warning: the run took {:.2} s of {secs} s asked (slow connects?)",
-            report.seconds
+            report.seconds()
         );
     }
     Ok(Measured {

@@ -1,35 +1,35 @@
-//! One benchmark connection slot and its traffic.
+//! One TCP benchmark connection and its traffic: pingpong (closed loop,
+//! or open loop with several messages in flight), stream and connect.
+//!
+//! A connection's bytes are its messages back to back, each a pattern of
+//! its own (`pattern::seed(slot, message)`), so the echo of any byte says
+//! which message and offset it belongs to, and every byte is checked.
 
+use super::record::Recorder;
+use super::schedule::Spread;
 use super::{Mode, Plan};
-use crate::net::{
-    any_local, explain, try_read, try_write, would_block, Bind, Interest, Network, SocketId,
-};
+use crate::clock::Clock;
+use crate::net::{explain, try_read, try_write, Interest, Network, SocketId};
 use crate::pattern;
+use std::collections::VecDeque;
 use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Reads and writes one flow may do per turn before yielding to the others.
-const STEPS_PER_TURN: usize = 16;
+pub(super) const STEPS_PER_TURN: usize = 16;
 /// Write size in stream mode when `--size` is larger.
 const STREAM_CHUNK: usize = 64 * 1024;
-/// How long a UDP flow waits for an echo before counting the datagram lost.
-pub(super) const LOSS_TIMEOUT: Duration = Duration::from_millis(200);
-/// How many earlier messages a stray UDP echo is compared with.
-const LATE_WINDOW: u64 = 8;
 
 /// What a flow's turn produced.
 #[derive(Debug, Default)]
 pub(super) struct Outcome {
-    /// Echoes completed this turn, with their latencies.
-    pub latencies: Vec<Duration>,
-    /// Echoed bytes verified this turn.
-    pub bytes: u64,
-    /// Datagrams given up on this turn (UDP).
-    pub lost: u64,
     /// The turn ended with work left; drive the flow again soon.
     pub yielded: bool,
-    /// The flow closed its connection and wants a new one (connect mode).
-    pub reconnect: bool,
+    /// Connect mode: the connection's one message is echoed.
+    pub done: bool,
+    /// The flow sent its first byte this turn: its connection is up.
+    pub first_write: bool,
 }
 
 /// An echoed byte was not the one sent.
@@ -37,7 +37,7 @@ pub(super) struct Outcome {
 pub(super) struct Corruption {
     /// Connection slot.
     pub slot: u64,
-    /// Message number within the slot (0 in stream mode).
+    /// Message number within the slot (the first one in stream mode).
     pub message: u64,
     /// Offset within the message or stream of the first chunk that differed.
     pub offset: u64,
@@ -58,132 +58,194 @@ impl From<io::Error> for FlowError {
     }
 }
 
-/// One connection slot: its socket and where its traffic stands.
+/// When messages are sent.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Pacing {
+    /// The next message once the last one is echoed.
+    Closed,
+    /// On the schedule, whatever the echoes do.
+    Open(Spread),
+}
+
+impl Pacing {
+    /// When message `message` of slot `slot` is due, in open loop.
+    pub(super) fn due_at(self, slot: u64, message: u64) -> Option<Duration> {
+        match self {
+            Pacing::Closed => None,
+            Pacing::Open(spread) => Some(spread.at(slot, message)),
+        }
+    }
+}
+
+/// Wakes for reading, and for writing if `write`, on `id`, whose interest
+/// so far is `current`.
+pub(super) fn want<N: Network>(net: &mut N, id: SocketId, current: &mut Interest, write: bool) {
+    let interest = Interest { read: true, write };
+    if interest != *current {
+        net.set_interest(id, interest);
+        *current = interest;
+    }
+}
+
+/// What a flow's turn needs besides the flow.
+pub(super) struct Turn<'a> {
+    /// The time of this turn, which says what is due.
+    pub now: Duration,
+    /// The clock, read for each write and echo that latencies time.
+    pub clock: &'a dyn Clock,
+    /// The clock's reading at the echo just completed, which times a
+    /// write that follows at once.
+    pub stamp: Option<Duration>,
+    /// The flow wrote in this turn, so an echo may come back within it.
+    pub wrote: bool,
+    /// The run.
+    pub plan: &'a Plan,
+    /// How messages are paced.
+    pub pacing: Pacing,
+    /// Scratch buffers of equal length shared by all flows.
+    pub incoming: &'a mut [u8],
+    /// See `incoming`.
+    pub expected: &'a mut [u8],
+    /// Where the figures go.
+    pub record: &'a mut Recorder,
+}
+
+impl Turn<'_> {
+    /// The time of an echo or a write now: the clock's in open loop, where
+    /// each message has a time to keep, and once the flow has written in
+    /// this turn (its echo may be back before the turn ends); else the
+    /// turn's, which spares closed loop a clock read per message.
+    pub(super) fn time(&self) -> Duration {
+        match (self.pacing, self.wrote) {
+            (Pacing::Closed, false) => self.now,
+            _ => self.clock.now(),
+        }
+    }
+}
+
+/// A connect-mode connection's start: its latency runs from the connect
+/// (uncorrected) and, in open loop, from when the connect was due.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Origin {
+    /// When the connect was made.
+    pub opened: Duration,
+    /// Open loop: when it was due.
+    pub scheduled: Option<Duration>,
+}
+
+/// A place in a connection's messages.
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    message: u64,
+    offset: u64,
+}
+
+impl Cursor {
+    /// Moves `n` bytes on in a message of `size` bytes: whether that ended
+    /// the message (the cursor is then at the next one's start).
+    fn advance(&mut self, n: u64, size: u64) -> bool {
+        self.offset += n;
+        let ended = self.offset == size;
+        if ended {
+            self.message += 1;
+            self.offset = 0;
+        }
+        ended
+    }
+}
+
+/// One TCP connection slot: its socket and where its traffic stands.
 pub(super) struct Flow {
     slot: u64,
     /// The open connection.
     pub id: SocketId,
-    message: u64,
-    seed: u64,
-    /// Bytes of the current message (or stream) written and echoed.
+    /// The message that byte 0 of this connection begins.
+    first: u64,
+    /// Bytes written, and bytes echoed and verified.
     sent: u64,
     received: u64,
-    started: Duration,
-    /// Bytes to send: the current message, or the stream chunk that starts
-    /// at `outgoing_offset`.
+    /// The message being written and how much of it is out, and the one
+    /// being echoed and how much of it is back (pingpong and connect).
+    writing: Cursor,
+    reading: Cursor,
+    /// When each message in flight (written, wholly or in part, and not
+    /// echoed) began to be written, oldest first.
+    writes: VecDeque<Duration>,
+    /// The message (stream mode: the stream offset) whose bytes
+    /// `outgoing` holds.
+    filled: Option<u64>,
     outgoing: Vec<u8>,
-    outgoing_offset: u64,
     interest: Interest,
+    /// Connect mode: the connection carries one message.
+    origin: Option<Origin>,
+    streaming: bool,
 }
 
 impl Flow {
-    /// Connects slot `slot` (or binds its UDP socket) and prepares its
-    /// first message.
+    /// Connects slot `slot`, from `local` when given, starting at message
+    /// `first`; connect mode passes the connection's `origin`.
     pub(super) fn open<N: Network>(
         net: &mut N,
         plan: &Plan,
         slot: u64,
-        message: u64,
-        now: Duration,
+        first: u64,
+        local: Option<IpAddr>,
+        origin: Option<Origin>,
     ) -> io::Result<Self> {
-        let id = match plan.udp {
-            true => net.bind_udp(any_local(plan.addr), Bind::default())?,
-            false => net
-                .connect(plan.addr, None)
-                .map_err(|err| explain(err, plan.addr))?,
+        let id = net
+            .connect(plan.addr, local)
+            .map_err(|err| explain(err, plan.addr))?;
+        let streaming = plan.mode == Mode::Stream;
+        let len = match streaming {
+            true => plan.size.min(STREAM_CHUNK),
+            false => plan.size,
         };
-        let len = match plan.mode {
-            Mode::Stream => plan.size.min(STREAM_CHUNK),
-            Mode::Pingpong | Mode::Connect => plan.size,
-        };
-        let mut flow = Flow {
+        Ok(Flow {
             slot,
             id,
-            message,
-            seed: 0,
+            first,
             sent: 0,
             received: 0,
-            started: now,
+            writing: Cursor {
+                message: first,
+                offset: 0,
+            },
+            reading: Cursor {
+                message: first,
+                offset: 0,
+            },
+            writes: VecDeque::new(),
+            filled: None,
             outgoing: vec![0; len],
-            outgoing_offset: 0,
             interest: Interest::NONE,
-        };
-        flow.start_message(now);
-        Ok(flow)
-    }
-
-    fn start_message(&mut self, now: Duration) {
-        self.seed = pattern::seed(self.slot, self.message);
-        self.sent = 0;
-        self.received = 0;
-        self.outgoing_offset = 0;
-        self.started = now;
-        pattern::fill(self.seed, 0, &mut self.outgoing);
+            origin,
+            streaming,
+        })
     }
 
     /// Moves bytes until the socket would block or the turn is used up,
-    /// checking every echoed byte. `incoming` and `expected` are scratch
-    /// buffers of equal length.
+    /// checking every echoed byte.
     pub(super) fn drive<N: Network>(
         &mut self,
         net: &mut N,
-        plan: &Plan,
-        now: Duration,
-        incoming: &mut [u8],
-        expected: &mut [u8],
+        turn: &mut Turn<'_>,
     ) -> Result<Outcome, FlowError> {
-        if plan.udp {
-            return self.drive_datagrams(net, plan, now, incoming, expected);
-        }
         let mut outcome = Outcome::default();
-        let message_len = self.outgoing.len() as u64;
-        let streaming = plan.mode == Mode::Stream;
         for _ in 0..STEPS_PER_TURN {
-            let mut progressed = false;
-            if streaming && self.sent == self.outgoing_offset + message_len {
-                self.outgoing_offset = self.sent;
-                pattern::fill(self.seed, self.sent, &mut self.outgoing);
-            }
-            let unsent = (self.sent - self.outgoing_offset) as usize;
-            if unsent < self.outgoing.len() {
-                let n = try_write(net, self.id, &self.outgoing[unsent..])?;
-                self.sent += n as u64;
-                progressed |= n > 0;
-            }
-            let wanted = match streaming {
-                true => incoming.len(),
-                false => incoming.len().min((message_len - self.received) as usize),
+            let fresh = self.sent == 0;
+            let wrote = match self.streaming {
+                true => self.write_stream(net)?,
+                false => self.write_message(net, turn)?,
             };
-            if let Some(n) = try_read(net, self.id, &mut incoming[..wanted])? {
-                if n == 0 {
-                    return Err(FlowError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection",
-                    )));
-                }
-                if !pattern::matches(self.seed, self.received, &incoming[..n], expected) {
-                    return Err(FlowError::Corrupt(Corruption {
-                        slot: self.slot,
-                        message: self.message,
-                        offset: self.received,
-                    }));
-                }
-                self.received += n as u64;
-                outcome.bytes += n as u64;
-                progressed = true;
+            turn.stamp = None;
+            outcome.first_write |= wrote && fresh;
+            let read = self.read(net, turn, &mut outcome)?;
+            if outcome.done {
+                return Ok(outcome);
             }
-            if !streaming && self.received == message_len {
-                outcome.latencies.push(now.saturating_sub(self.started));
-                self.message += 1;
-                if plan.mode == Mode::Connect {
-                    outcome.reconnect = true;
-                    return Ok(outcome);
-                }
-                self.start_message(now);
-                continue;
-            }
-            if !progressed {
-                self.want(net, streaming || self.sent < message_len);
+            if !wrote && !read {
+                let write = self.wants_write(turn);
+                want(net, self.id, &mut self.interest, write);
                 return Ok(outcome);
             }
         }
@@ -191,75 +253,147 @@ impl Flow {
         Ok(outcome)
     }
 
-    /// UDP pingpong: one datagram in flight, given up after
-    /// [`LOSS_TIMEOUT`]; late echoes of earlier datagrams are ignored.
-    fn drive_datagrams<N: Network>(
-        &mut self,
-        net: &mut N,
-        plan: &Plan,
-        now: Duration,
-        incoming: &mut [u8],
-        expected: &mut [u8],
-    ) -> Result<Outcome, FlowError> {
-        let mut outcome = Outcome::default();
-        for _ in 0..STEPS_PER_TURN {
-            if self.sent == 0 {
-                match net.send_to(self.id, &self.outgoing, plan.addr) {
-                    Ok(()) => self.sent = self.outgoing.len() as u64,
-                    Err(err) if would_block(&err) => {
-                        self.want(net, true);
-                        return Ok(outcome);
-                    }
-                    Err(err) => return Err(err.into()),
-                }
+    /// Writes what is due of the current message: `true` if bytes went.
+    fn write_message<N: Network>(&mut self, net: &mut N, turn: &mut Turn<'_>) -> io::Result<bool> {
+        let Cursor { message, offset } = self.writing;
+        if offset == 0 {
+            if !self.due(message, turn) {
+                return Ok(false);
             }
-            let (len, from) = match net.recv_from(self.id, incoming) {
-                Ok(received) => received,
-                Err(err) if would_block(&err) => {
-                    if now.saturating_sub(self.started) >= LOSS_TIMEOUT {
-                        outcome.lost += 1;
-                        self.message += 1;
-                        self.start_message(now);
-                        continue;
-                    }
-                    self.want(net, false);
-                    return Ok(outcome);
-                }
-                Err(err) => return Err(err.into()),
-            };
-            let echo = &incoming[..len];
-            if from != plan.addr {
-                continue;
-            }
-            if echo == &self.outgoing[..] {
-                outcome.latencies.push(now.saturating_sub(self.started));
-                outcome.bytes += len as u64;
-                self.message += 1;
-                self.start_message(now);
-                continue;
-            }
-            let late = (self.message.saturating_sub(LATE_WINDOW)..self.message).any(|earlier| {
-                len == self.outgoing.len()
-                    && pattern::matches(pattern::seed(self.slot, earlier), 0, echo, expected)
-            });
-            if !late {
-                return Err(FlowError::Corrupt(Corruption {
-                    slot: self.slot,
-                    message: self.message,
-                    offset: 0,
-                }));
+            if self.filled != Some(message) {
+                pattern::fill(pattern::seed(self.slot, message), 0, &mut self.outgoing);
+                self.filled = Some(message);
             }
         }
-        outcome.yielded = true;
-        Ok(outcome)
+        let n = try_write(net, self.id, &self.outgoing[offset as usize..])?;
+        if n > 0 && offset == 0 {
+            let now = turn.stamp.unwrap_or_else(|| turn.time());
+            self.writes.push_back(now);
+            // Connect mode counts its sends when it connects.
+            if self.origin.is_none() {
+                let due = turn.pacing.due_at(self.slot, message);
+                turn.record.sent(due.map(|due| now.saturating_sub(due)));
+            }
+        }
+        turn.wrote |= n > 0;
+        self.sent += n as u64;
+        self.writing.advance(n as u64, self.outgoing.len() as u64);
+        Ok(n > 0)
     }
 
-    fn want<N: Network>(&mut self, net: &mut N, write: bool) {
-        let interest = Interest { read: true, write };
-        if interest != self.interest {
-            net.set_interest(self.id, interest);
-            self.interest = interest;
+    /// Whether message `message`, not yet begun, may be written now.
+    fn due(&self, message: u64, turn: &Turn<'_>) -> bool {
+        if self.origin.is_some() {
+            return self.sent == 0;
         }
+        match turn.pacing.due_at(self.slot, message) {
+            Some(due) => due <= turn.now && self.writes.len() < turn.plan.pipeline,
+            None => self.received == self.sent,
+        }
+    }
+
+    /// Stream mode: writes the stream on, a chunk at a time.
+    fn write_stream<N: Network>(&mut self, net: &mut N) -> io::Result<bool> {
+        let len = self.outgoing.len() as u64;
+        let chunk = self.sent - self.sent % len;
+        if self.filled != Some(chunk) {
+            let seed = pattern::seed(self.slot, self.first);
+            pattern::fill(seed, chunk, &mut self.outgoing);
+            self.filled = Some(chunk);
+        }
+        let n = try_write(net, self.id, &self.outgoing[(self.sent - chunk) as usize..])?;
+        self.sent += n as u64;
+        Ok(n > 0)
+    }
+
+    /// Reads what the server echoed, at most what was written, and checks
+    /// it: `true` if bytes came.
+    fn read<N: Network>(
+        &mut self,
+        net: &mut N,
+        turn: &mut Turn<'_>,
+        outcome: &mut Outcome,
+    ) -> Result<bool, FlowError> {
+        let outstanding = self.sent - self.received;
+        if outstanding == 0 {
+            return Ok(false);
+        }
+        let wanted = turn.incoming.len().min(outstanding as usize);
+        let Some(n) = try_read(net, self.id, &mut turn.incoming[..wanted])? else {
+            return Ok(false);
+        };
+        if n == 0 {
+            return Err(FlowError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )));
+        }
+        turn.record.bytes(n as u64);
+        if self.streaming {
+            let seed = pattern::seed(self.slot, self.first);
+            self.check_at(seed, self.first, self.received, 0..n, turn)?;
+            self.received += n as u64;
+            return Ok(true);
+        }
+        let size = self.outgoing.len() as u64;
+        let mut pos = 0;
+        while pos < n {
+            let Cursor { message, offset } = self.reading;
+            let take = (n - pos).min((size - offset) as usize);
+            let seed = pattern::seed(self.slot, message);
+            self.check_at(seed, message, offset, pos..pos + take, turn)?;
+            pos += take;
+            if self.reading.advance(take as u64, size) {
+                self.echoed(message, turn);
+                outcome.done = self.origin.is_some();
+            }
+        }
+        self.received += n as u64;
+        Ok(true)
+    }
+
+    /// Checks `incoming[range]` against the pattern `seed` at `offset`.
+    fn check_at(
+        &self,
+        seed: u64,
+        message: u64,
+        offset: u64,
+        range: std::ops::Range<usize>,
+        turn: &mut Turn<'_>,
+    ) -> Result<(), FlowError> {
+        match pattern::matches(seed, offset, &turn.incoming[range], turn.expected) {
+            true => Ok(()),
+            false => Err(FlowError::Corrupt(Corruption {
+                slot: self.slot,
+                message,
+                offset,
+            })),
+        }
+    }
+
+    /// Message `message` is echoed whole: its latencies.
+    fn echoed(&mut self, message: u64, turn: &mut Turn<'_>) {
+        let now = turn.time();
+        // The next write, if it follows at once, happened now too.
+        turn.stamp = Some(now);
+        let written = self.writes.pop_front().unwrap_or(now);
+        let (uncorrected, due) = match self.origin {
+            Some(origin) => (now.saturating_sub(origin.opened), origin.scheduled),
+            None => (
+                now.saturating_sub(written),
+                turn.pacing.due_at(self.slot, message),
+            ),
+        };
+        let corrected = due.map(|due| now.saturating_sub(due));
+        turn.record.echo(corrected, uncorrected);
+    }
+
+    /// Whether the flow has bytes to write that the socket did not take.
+    fn wants_write(&self, turn: &Turn<'_>) -> bool {
+        if self.streaming {
+            return true;
+        }
+        self.writing.offset != 0 || self.due(self.writing.message, turn)
     }
 
     /// The connection slot this flow fills.
@@ -267,8 +401,9 @@ impl Flow {
         self.slot
     }
 
-    /// The next message number of this slot.
-    pub(super) fn next_message(&self) -> u64 {
-        self.message
+    /// Where a new connection for this slot starts: the first message not
+    /// yet echoed whole (the same stream, in stream mode).
+    pub(super) fn resume_at(&self) -> u64 {
+        self.reading.message
     }
 }

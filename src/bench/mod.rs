@@ -1,23 +1,33 @@
 //! The load generator: many connections on one event loop, every echoed
-//! byte checked against what was sent.
+//! byte checked against what was sent, closed loop or open loop (messages
+//! on a schedule, several in flight), the figures cut into intervals.
+//!
+//! - [`run`] (in `load`): the event loop;
+//! - `flow` and `datagram`: one TCP connection, one UDP socket;
+//! - `schedule`: when open-loop messages are due;
+//! - `record`: counts and latency histograms, an interval at a time;
+//! - [`report`]: the events and report, their JSON and text;
+//! - [`log`]: histogram logs, written during a run and merged afterwards.
 
+mod datagram;
 mod flow;
+mod load;
+pub mod log;
+mod record;
+pub mod report;
+mod schedule;
 
-use crate::clock::Clock;
-use crate::net::{explain, Close, Network, SocketId};
-use flow::{Corruption, Flow, FlowError};
-use hdrhistogram::Histogram;
+pub use load::run;
+pub use record::Latencies;
+pub use report::{Counts, Event, Interval, Latency, Load, Report, Start, SCHEMA};
+
+use crate::net::BUILD;
+use flow::Corruption;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
-use std::mem;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-
-/// Size of the read and compare buffers shared by all flows.
-const SCRATCH_SIZE: usize = 64 * 1024;
-/// How often the progress callback runs.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What each connection does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -36,104 +46,118 @@ pub enum Mode {
 pub struct Plan {
     /// Echo server to load.
     pub addr: SocketAddr,
-    /// Connections (or, in connect mode, concurrent connect loops).
+    /// Connections (connect mode: connections open at once, at most).
     pub connections: usize,
     /// Message size; in stream mode, the write size (at most 64 KiB).
     pub size: usize,
-    /// How long to run.
+    /// Load before the measurement, excluded from every figure.
+    pub warmup: Duration,
+    /// How long to measure.
     pub duration: Duration,
+    /// How often an interval ends (and the observer hears of it).
+    pub interval: Duration,
     /// Traffic shape.
     pub mode: Mode,
     /// Echo datagrams instead of a stream (pingpong only).
     pub udp: bool,
     /// In connect mode, close each connection with a reset
-    /// ([`Close::Reset`]) rather than a FIN.
+    /// ([`crate::net::Close::Reset`]) rather than a FIN.
     pub reset: bool,
+    /// Open loop: messages per second over all connections (connect mode:
+    /// new connections per second); `None` for closed loop.
+    pub rate: Option<u64>,
+    /// Open loop: the most messages in flight on one connection; more
+    /// wait their turn in the generator, written late.
+    pub pipeline: usize,
+    /// New connections per second while opening `connections` (not in
+    /// connect mode); `None`: all at once.
+    pub connect_rate: Option<u64>,
+    /// Source addresses, the connections spread evenly over them; none:
+    /// the host picks.
+    pub bind: Vec<IpAddr>,
 }
 
-/// Counters so far, for progress output.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Snapshot {
-    /// Time since the start.
-    pub elapsed: Duration,
-    /// Echoes completed.
-    pub requests: u64,
-    /// Echoed bytes verified.
-    pub bytes: u64,
-    /// Connection errors.
-    pub errors: u64,
-    /// Datagrams lost (UDP).
-    pub lost: u64,
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct Latency {
-    /// Median.
-    pub p50_us: f64,
-    /// 99th percentile.
-    pub p99_us: f64,
-    /// 99.9th percentile.
-    pub p999_us: f64,
-    /// Slowest echo.
-    pub max_us: f64,
-}
-
-/// The outcome of a run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Report {
-    /// "tcp" or "udp".
-    pub protocol: String,
-    /// Traffic shape.
-    pub mode: Mode,
-    /// Connections (or connect loops).
-    pub connections: usize,
-    /// Message or write size in bytes.
-    pub size: usize,
-    /// Measured duration.
-    pub seconds: f64,
-    /// Echoes completed (messages; 0 in stream mode).
-    pub requests: u64,
-    /// Echoes per second.
-    pub requests_per_sec: f64,
-    /// Echoed bytes verified.
-    pub bytes: u64,
-    /// Echoed MiB per second.
-    pub mib_per_sec: f64,
-    /// Echo latency (none in stream mode).
-    pub latency: Option<Latency>,
-    /// Connections opened.
-    pub connections_opened: u64,
-    /// Connections that failed (reset, closed early) and were reopened.
-    pub errors: u64,
-    /// Datagrams whose echo did not come back within 200 ms (UDP).
-    pub lost: u64,
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{} {:?} {} x {} B for {:.2}s",
-            self.protocol, self.mode, self.connections, self.size, self.seconds
-        )?;
-        writeln!(
-            f,
-            "  {:.0} req/s, {:.2} MiB/s ({} echoes, {} bytes verified)",
-            self.requests_per_sec, self.mib_per_sec, self.requests, self.bytes
-        )?;
-        if let Some(l) = &self.latency {
-            writeln!(
-                f,
-                "  latency p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
-                l.p50_us, l.p99_us, l.p999_us, l.max_us
-            )?;
+impl Plan {
+    /// Whether the load generator can run this plan.
+    fn check(&self) -> Result<(), Error> {
+        let fails = [
+            (
+                self.udp && self.mode != Mode::Pingpong,
+                "UDP benchmarks support pingpong only",
+            ),
+            (
+                self.rate.is_some() && self.mode == Mode::Stream,
+                "stream mode has no messages to pace: --rate applies to pingpong and connect",
+            ),
+            (
+                self.connect_rate.is_some() && self.mode == Mode::Connect,
+                "connect mode paces its connections with --rate, not --connect-rate",
+            ),
+            (
+                self.connections == 0 || self.size == 0 || self.pipeline == 0,
+                "a run needs a connection, a byte and a message in flight",
+            ),
+            (
+                self.rate == Some(0) || self.connect_rate == Some(0),
+                "rates are at least 1 per second",
+            ),
+            (self.interval.is_zero(), "intervals last longer than zero"),
+        ];
+        match fails.iter().find(|(fails, _)| *fails) {
+            Some((_, why)) => Err(Error::Plan(why)),
+            None => Ok(()),
         }
-        write!(
-            f,
-            "  {} connections opened, {} errors, {} datagrams lost",
-            self.connections_opened, self.errors, self.lost
-        )
+    }
+
+    /// Open or closed loop.
+    pub fn load(&self) -> Load {
+        match self.rate {
+            Some(_) => Load::Open,
+            None => Load::Closed,
+        }
+    }
+
+    /// The `start` event of this plan run on `backend`.
+    pub fn start(&self, backend: &str) -> Start {
+        Start {
+            schema: SCHEMA,
+            echokit_version: env!("CARGO_PKG_VERSION").to_owned(),
+            build: BUILD.to_owned(),
+            backend: backend.to_owned(),
+            target: self.addr,
+            protocol: if self.udp { "udp" } else { "tcp" }.to_owned(),
+            mode: self.mode,
+            load: self.load(),
+            connections: self.connections,
+            size: self.size,
+            rate: self.rate,
+            pipeline: self.rate.map(|_| self.pipeline),
+            connect_rate: self.connect_rate,
+            bind: self.bind.clone(),
+            reset: self.reset,
+            warmup_ns: report::nanos(self.warmup),
+            duration_ns: report::nanos(self.duration),
+            interval_ns: report::nanos(self.interval),
+        }
+    }
+
+    /// The source address of connection `n`, if any were given.
+    fn local(&self, n: u64) -> Option<IpAddr> {
+        let len = self.bind.len() as u64;
+        (len > 0).then(|| self.bind[(n % len) as usize])
+    }
+}
+
+/// Told of each interval as it ends.
+pub trait Observer {
+    /// `interval` ended; `latencies` are its histograms. An error ends the
+    /// run.
+    fn interval(&mut self, interval: &Interval, latencies: &Latencies) -> io::Result<()>;
+}
+
+impl<F: FnMut(&Interval, &Latencies) -> io::Result<()>> Observer for F {
+    fn interval(&mut self, interval: &Interval, latencies: &Latencies) -> io::Result<()> {
+        self(interval, latencies)
     }
 }
 
@@ -204,150 +228,4 @@ impl From<io::Error> for Error {
     fn from(err: io::Error) -> Self {
         Error::Io(err)
     }
-}
-
-/// Runs `plan` on `net` and `clock`, calling `progress` about once a
-/// second.
-pub fn run<N: Network>(
-    net: &mut N,
-    clock: &impl Clock,
-    plan: &Plan,
-    mut progress: impl FnMut(&Snapshot),
-) -> Result<Report, Error> {
-    if plan.udp && plan.mode != Mode::Pingpong {
-        return Err(Error::Plan("UDP benchmarks support pingpong only"));
-    }
-    let start = clock.now();
-    let deadline = start + plan.duration;
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
-        .expect("constant bounds are valid");
-    let mut counts = Snapshot::default();
-    let mut opened = 0u64;
-    let mut flows: Vec<Option<Flow>> = Vec::new();
-    for slot in 0..plan.connections as u64 {
-        let flow = Flow::open(net, plan, slot, 0, clock.now())?;
-        opened += 1;
-        place(&mut flows, flow);
-    }
-    let mut incoming = vec![0; SCRATCH_SIZE].into_boxed_slice();
-    let mut expected = vec![0; SCRATCH_SIZE].into_boxed_slice();
-    let mut ready: Vec<SocketId> = flows.iter().flatten().map(|flow| flow.id).collect();
-    let mut again = Vec::new();
-    let mut next_progress = start + PROGRESS_INTERVAL;
-    // UDP flows whose datagram was lost get no wake-up: look at them all
-    // now and then.
-    let loss_sweep = plan.udp.then_some(flow::LOSS_TIMEOUT / 4);
-    let mut next_sweep = start;
-    loop {
-        let now = clock.now();
-        if now >= deadline {
-            break;
-        }
-        if now >= next_progress {
-            counts.elapsed = now - start;
-            progress(&counts);
-            next_progress += PROGRESS_INTERVAL;
-        }
-        if let Some(interval) = loss_sweep.filter(|_| now >= next_sweep) {
-            ready.extend(flows.iter().flatten().map(|flow| flow.id));
-            next_sweep = now + interval;
-        }
-        for id in mem::take(&mut ready) {
-            let Some(mut flow) = flows.get_mut(id.0).and_then(Option::take) else {
-                continue;
-            };
-            let outcome = match flow.drive(net, plan, now, &mut incoming, &mut expected) {
-                Ok(outcome) => outcome,
-                Err(FlowError::Corrupt(corruption)) => {
-                    return Err(Error::Mismatch(BenchMismatch(corruption)))
-                }
-                // Nobody listens: not a failure of one connection.
-                Err(FlowError::Io(err)) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                    return Err(Error::Io(explain(err, plan.addr)));
-                }
-                Err(FlowError::Io(_)) => {
-                    counts.errors += 1;
-                    flow::Outcome {
-                        reconnect: true,
-                        ..Default::default()
-                    }
-                }
-            };
-            counts.bytes += outcome.bytes;
-            counts.lost += outcome.lost;
-            counts.requests += outcome.latencies.len() as u64;
-            for took in &outcome.latencies {
-                latency.saturating_record(took.as_nanos().max(1) as u64);
-            }
-            if outcome.reconnect {
-                net.close(
-                    id,
-                    match plan.reset {
-                        true => Close::Reset,
-                        false => Close::Orderly,
-                    },
-                );
-                flow = Flow::open(net, plan, flow.slot(), flow.next_message(), clock.now())?;
-                opened += 1;
-                again.push(flow.id);
-            } else if outcome.yielded {
-                again.push(id);
-            }
-            place(&mut flows, flow);
-        }
-        let wake = match loss_sweep {
-            Some(_) => deadline.min(next_progress).min(next_sweep),
-            None => deadline.min(next_progress),
-        };
-        let timeout = match again.is_empty() {
-            true => wake.saturating_sub(clock.now()),
-            false => Duration::ZERO,
-        };
-        ready.append(&mut again);
-        net.wait(Some(timeout), &mut ready)?;
-    }
-    let seconds = (clock.now() - start).as_secs_f64();
-    for flow in flows.into_iter().flatten() {
-        net.close(flow.id, Close::Orderly);
-    }
-    // A server that never answers (or a connect that never completes)
-    // measured nothing: that is a failure, not a rate of zero.
-    if counts.bytes == 0 {
-        return Err(Error::NoEcho {
-            seconds,
-            opened,
-            errors: counts.errors,
-            lost: counts.lost,
-        });
-    }
-    let percentile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
-    Ok(Report {
-        protocol: if plan.udp { "udp" } else { "tcp" }.to_owned(),
-        mode: plan.mode,
-        connections: plan.connections,
-        size: plan.size,
-        seconds,
-        requests: counts.requests,
-        requests_per_sec: counts.requests as f64 / seconds,
-        bytes: counts.bytes,
-        mib_per_sec: counts.bytes as f64 / seconds / (1024.0 * 1024.0),
-        latency: (!latency.is_empty()).then(|| Latency {
-            p50_us: percentile(0.5),
-            p99_us: percentile(0.99),
-            p999_us: percentile(0.999),
-            max_us: latency.max() as f64 / 1000.0,
-        }),
-        connections_opened: opened,
-        errors: counts.errors,
-        lost: counts.lost,
-    })
-}
-
-/// Files `flow` under its socket's index.
-fn place(flows: &mut Vec<Option<Flow>>, flow: Flow) {
-    let index = flow.id.0;
-    if flows.len() <= index {
-        flows.resize_with(index + 1, || None);
-    }
-    flows[index] = Some(flow);
 }

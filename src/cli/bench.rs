@@ -1,14 +1,25 @@
 //! `echokit bench`: the load generator.
 
-use super::{parse_seconds, usage_error, EXIT_CODES};
+use super::{parse_seconds, parse_seconds_or_zero, usage_error, EXIT_CODES};
 use anyhow::Context;
 use clap::Args;
-use echokit::bench::{self, Mode, Plan, Snapshot};
+use echokit::bench::log::LogWriter;
+use echokit::bench::{self, Counts, Event, Interval, Latencies, Mode, Plan, Report};
 use echokit::clock::MonotonicClock;
 use echokit::net::{self, Job, Network};
-use std::io::{self, IsTerminal, Write};
-use std::net::SocketAddr;
-use std::time::Duration;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use std::fs::File;
+use std::io::{self, IsTerminal, LineWriter, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// The interval when `--interval` is not given: for the progress line and
+/// the histogram log.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// The load generator's share of a core past which it warns that it may be
+/// the bottleneck.
+const BUSY: f64 = 0.9;
 
 /// Options of `echokit bench`.
 #[derive(Debug, Args)]
@@ -18,7 +29,7 @@ pub(super) struct BenchArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
     connect: SocketAddr,
 
-    /// Connections kept open at once (in connect mode: concurrent connect loops).
+    /// Connections kept open at once (in connect mode: connections in flight at once, at most).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     connections: u32,
@@ -28,13 +39,54 @@ pub(super) struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
     size: u32,
 
-    /// How long to run, in seconds (fractions allowed).
+    /// How long to measure, in seconds (fractions allowed), after the warm-up.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     duration: Duration,
+
+    /// Load for this long first, excluded from every figure.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_seconds_or_zero)]
+    warmup: Duration,
 
     /// Traffic shape.
     #[arg(long, value_enum, default_value_t = Mode::Pingpong)]
     mode: Mode,
+
+    /// Open loop: send N messages per second in all, spread evenly over the
+    /// connections, whatever the echoes do (several in flight per
+    /// connection); latency counts from each message's scheduled send. In
+    /// connect mode: N new connections per second. Default: closed loop.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    rate: Option<u64>,
+
+    /// Open loop: at most N messages in flight on one connection; the
+    /// next ones wait in the load generator and are written late (counted
+    /// as late; their corrected latency includes the wait).
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pipeline: u32,
+
+    /// Open the connections at N per second instead of all at once (not in
+    /// connect mode); the report says when the last was up.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    connect_rate: Option<u64>,
+
+    /// Source addresses, connections spread evenly over them (each has its
+    /// own ephemeral ports; loopback has all of 127.0.0.0/8). Each must be
+    /// an address of this host.
+    #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',')]
+    bind: Vec<IpAddr>,
+
+    /// Report each interval of this many seconds: a line on stderr, or with
+    /// --json a JSON event on stdout.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    interval: Option<Duration>,
+
+    /// Write the latency histograms of every interval (1 s without
+    /// --interval) to FILE as an HdrHistogram interval log, for `echokit
+    /// report` to merge. The wasm build needs the directory granted
+    /// (`wasmtime run --dir`).
+    #[arg(long, value_name = "FILE")]
+    histogram_log: Option<PathBuf>,
 
     /// Echo UDP datagrams of --size bytes (pingpong only); a datagram not
     /// back within 200 ms counts as lost.
@@ -48,7 +100,8 @@ pub(super) struct BenchArgs {
     #[arg(long)]
     reset: bool,
 
-    /// Print the report as one JSON object.
+    /// Print JSON: the end event alone (one object), or with --interval a
+    /// stream of one event per line (start, interval..., end).
     #[arg(long)]
     json: bool,
 
@@ -59,20 +112,29 @@ pub(super) struct BenchArgs {
 /// Runs `echokit bench`: prints the report, then fails if any connection
 /// failed or any echoed byte was wrong.
 pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.udp && args.mode != Mode::Pingpong {
-        return Err(usage_error("--udp benchmarks support --mode pingpong only"));
-    }
-    if args.reset && args.mode != Mode::Connect {
-        return Err(usage_error("--reset applies to --mode connect only"));
+    let misuse = [
+        (args.udp && args.mode != Mode::Pingpong, "--udp benchmarks support --mode pingpong only"),
+        (args.reset && args.mode != Mode::Connect, "--reset applies to --mode connect only"),
+        (args.rate.is_some() && args.mode == Mode::Stream, "--rate applies to --mode pingpong and connect, not stream"),
+        (args.connect_rate.is_some() && args.mode == Mode::Connect, "--connect-rate does not apply to --mode connect: --rate sets its connections per second"),
+    ];
+    if let Some((_, message)) = misuse.iter().find(|(misused, _)| *misused) {
+        return Err(usage_error(message));
     }
     let plan = Plan {
         addr: args.connect,
         connections: args.connections as usize,
         size: args.size as usize,
+        warmup: args.warmup,
         duration: args.duration,
+        interval: args.interval.unwrap_or(DEFAULT_INTERVAL),
         mode: args.mode,
         udp: args.udp,
         reset: args.reset,
+        rate: args.rate,
+        pipeline: args.pipeline as usize,
+        connect_rate: args.connect_rate,
+        bind: args.bind.clone(),
     };
     let io = args.io.choice(super::log::Level::Errors);
     net::run_on(io, Bench { args, plan }).context("cannot set up the network")?
@@ -93,7 +155,7 @@ impl Job for Bench<'_> {
     }
 }
 
-/// Runs `plan` on `net` and prints the report.
+/// Runs `plan` on `net`, printing its events and writing its log.
 fn measure<N: Network>(args: &BenchArgs, plan: &Plan, mut net: N) -> anyhow::Result<()> {
     if args.reset && !net.capabilities().reset {
         eprintln!(
@@ -101,32 +163,134 @@ fn measure<N: Network>(args: &BenchArgs, plan: &Plan, mut net: N) -> anyhow::Res
              SO_LINGER); --reset closes them normally"
         );
     }
-    let on_terminal = io::stderr().is_terminal();
-    let total = plan.duration.as_secs_f64();
-    let show = |s: &Snapshot| {
-        if on_terminal {
-            let secs = s.elapsed.as_secs_f64();
-            eprint!(
-                "\r{secs:.0}/{total:.0}s  {:.0} req/s  {:.1} MiB/s  {} errors ",
-                s.requests as f64 / secs,
-                s.bytes as f64 / secs / (1024.0 * 1024.0),
-                s.errors
-            );
+    for &ip in &plan.bind {
+        net::check_local(&mut net, ip).context("--bind")?;
+    }
+    let start = plan.start(net.capabilities().name);
+    let streaming = args.json && args.interval.is_some();
+    if streaming {
+        print_event(&Event::Start(start.clone()))?;
+    }
+    let mut file = match &args.histogram_log {
+        Some(path) => Some(LineWriter::new(File::create(path).with_context(|| {
+            let hint = match net::BUILD {
+                "wasm" => {
+                    " (the wasm build writes only in directories granted with `wasmtime run --dir`)"
+                }
+                _ => "",
+            };
+            format!("cannot create {}{hint}", path.display())
+        })?)),
+        None => None,
+    };
+    let mut serializer = V2DeflateSerializer::new();
+    let began = SystemTime::now() + plan.warmup;
+    let mut log = match &mut file {
+        Some(file) => Some(LogWriter::begin(file, &mut serializer, &start, began)?),
+        None => None,
+    };
+    let mut progress = Progress::new(args, plan.duration);
+    let mut observe = |interval: &Interval, latencies: &Latencies| -> io::Result<()> {
+        if let Some(log) = &mut log {
+            log.interval(interval, latencies)?;
+        }
+        match (args.interval.is_some(), args.json) {
+            (true, true) => print_event(&Event::Interval(interval.clone())),
+            (true, false) => {
+                eprintln!("{interval}");
+                Ok(())
+            }
+            (false, _) => {
+                progress.show(interval);
+                Ok(())
+            }
         }
     };
-    let report = bench::run(&mut net, &MonotonicClock::new(), plan, show)
+    let report = bench::run(&mut net, &MonotonicClock::new(), plan, &mut observe)
         .with_context(|| format!("benchmark against {} failed", plan.addr))?;
-    if on_terminal {
-        eprintln!();
-    }
-    let mut stdout = io::stdout().lock();
+    progress.done();
     match args.json {
-        true => writeln!(stdout, "{}", serde_json::to_string(&report)?)?,
-        false => writeln!(stdout, "{report}")?,
+        true => print_event(&Event::End(Box::new(report.clone())))?,
+        false => println!("{report}"),
     }
-    stdout.flush()?;
-    if report.errors > 0 {
-        anyhow::bail!("{} connections failed during the benchmark", report.errors);
+    if let Some(log) = &mut log {
+        log.end(&report).context("cannot write the histogram log")?;
+    }
+    warn(&report, args.json);
+    if report.counts.errors > 0 {
+        anyhow::bail!(
+            "{} connections failed during the benchmark",
+            report.counts.errors
+        );
     }
     Ok(())
+}
+
+/// One JSON event on its own line of stdout, flushed.
+fn print_event(event: &Event) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    serde_json::to_writer(&mut stdout, event)?;
+    writeln!(stdout)?;
+    stdout.flush()
+}
+
+/// Warnings on stderr: a generator that may be the bottleneck, and (with
+/// JSON, which has no text to say it) writes behind the schedule.
+fn warn(report: &Report, json: bool) {
+    if let Some(cores) = report.cpu_cores.filter(|&cores| cores > BUSY) {
+        eprintln!(
+            "echokit: warning: the load generator used {:.0}% of a core on its one event loop: \
+             it, not the server, may be the bottleneck",
+            cores * 100.0
+        );
+    }
+    if let (Some(short), true) = (report.shortfall(), json) {
+        eprintln!(
+            "echokit: warning: the writes fell behind the schedule: offered {:.0} req/s, {:.1}% short",
+            report.offered_per_sec,
+            short * 100.0
+        );
+    }
+}
+
+/// The progress line on a terminal: the run so far.
+struct Progress {
+    on: bool,
+    total: f64,
+    counts: Counts,
+    seconds: f64,
+}
+
+impl Progress {
+    fn new(args: &BenchArgs, duration: Duration) -> Self {
+        Progress {
+            on: io::stderr().is_terminal() && args.interval.is_none(),
+            total: duration.as_secs_f64(),
+            counts: Counts::default(),
+            seconds: 0.0,
+        }
+    }
+
+    fn show(&mut self, interval: &Interval) {
+        if !self.on {
+            return;
+        }
+        self.counts += &interval.counts;
+        self.seconds += interval.duration_ns as f64 / 1e9;
+        let secs = self.seconds.max(f64::MIN_POSITIVE);
+        eprint!(
+            "\r{:.0}/{:.0}s  {:.0} req/s  {:.1} MiB/s  {} errors ",
+            self.seconds,
+            self.total,
+            self.counts.requests as f64 / secs,
+            self.counts.bytes as f64 / secs / (1024.0 * 1024.0),
+            self.counts.errors
+        );
+    }
+
+    fn done(&self) {
+        if self.on && self.seconds > 0.0 {
+            eprintln!();
+        }
+    }
 }

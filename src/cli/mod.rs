@@ -6,10 +6,12 @@ mod bench;
 mod check;
 mod files;
 mod log;
+mod report;
 mod send;
 mod serve;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use echokit::bench::log::{Incompatible, LogError};
 use echokit::net::Io;
 use echokit::{bench as load, client};
 use std::process::ExitCode;
@@ -27,7 +29,7 @@ const EXIT_CODES: &str = "\
 Exit status:
   0  success
   1  the echo differed from what was sent, or datagrams were lost
-  2  usage error (bad arguments)
+  2  usage error (bad arguments; report: a file that is not a histogram log, or logs that do not merge)
   3  network or I/O error (address in use, permission denied, connection refused, ...)
 The WebAssembly build exits 1 for every failure: a WASI 0.2 exit carries only success or failure.";
 
@@ -47,6 +49,8 @@ enum Command {
     Send(send::SendArgs),
     /// Load an echo server and check every echoed byte.
     Bench(bench::BenchArgs),
+    /// Merge the histogram logs of bench runs (one machine or several) into one report.
+    Report(report::ReportArgs),
     /// Check that an echo endpoint (a server, or a proxy in front of one) keeps TCP and UDP echo intact.
     Check(check::CheckArgs),
 }
@@ -59,6 +63,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Check(args) => check::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,6 +116,9 @@ fn usage_error(message: &str) -> anyhow::Error {
 
 /// The exit status for an error returned by a subcommand.
 fn exit_status(err: &anyhow::Error) -> u8 {
+    if err.is::<Incompatible>() || matches!(err.downcast_ref(), Some(LogError::NotALog(_))) {
+        return EXIT_USAGE;
+    }
     let mismatch = match (
         err.downcast_ref::<client::Error>(),
         err.downcast_ref::<load::Error>(),
@@ -122,6 +130,14 @@ fn exit_status(err: &anyhow::Error) -> u8 {
     match mismatch {
         true => EXIT_MISMATCH,
         false => EXIT_FAILURE,
+    }
+}
+
+/// A number of seconds that may be zero, fractions allowed.
+fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => parse_seconds(text),
     }
 }
 

@@ -40,11 +40,18 @@ mod uring;
 mod wasi;
 
 #[cfg(not(target_os = "wasi"))]
-pub use native::{raise_open_files, watch_termination, NativeNetwork};
+pub use native::{cpu_time, raise_open_files, watch_termination, NativeNetwork};
 #[cfg(target_os = "linux")]
 pub use uring::{Setup, UringNetwork};
 #[cfg(target_os = "wasi")]
-pub use wasi::{raise_open_files, watch_termination, WasiNetwork};
+pub use wasi::{cpu_time, raise_open_files, watch_termination, WasiNetwork};
+
+/// Which build this is, as reports name it: `native` or `wasm`.
+#[cfg(not(target_os = "wasi"))]
+pub const BUILD: &str = "native";
+/// Which build this is, as reports name it: `native` or `wasm`.
+#[cfg(target_os = "wasi")]
+pub const BUILD: &str = "wasm";
 
 /// Which I/O backend to run on (`--io`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -419,6 +426,26 @@ pub fn try_write<N: Network>(net: &mut N, id: SocketId, buf: &[u8]) -> io::Resul
     match net.write(id, buf) {
         Err(err) if would_block(&err) => Ok(0),
         result => result,
+    }
+}
+
+/// Fails unless `ip` is an address of this host, which a client may bind
+/// its sockets to: binds a UDP socket there (port 0) and closes it, so
+/// that every backend answers as its own binds would.
+pub fn check_local<N: Network>(net: &mut N, ip: IpAddr) -> io::Result<()> {
+    match net.bind_udp(SocketAddr::new(ip, 0), Bind::default()) {
+        Ok(id) => {
+            net.close(id, Close::Orderly);
+            Ok(())
+        }
+        Err(err) if err.kind() == io::ErrorKind::AddrNotAvailable => Err(io::Error::new(
+            err.kind(),
+            format!("{ip} is not an address of this host, so no socket can be bound to it"),
+        )),
+        Err(err) => Err(io::Error::new(
+            err.kind(),
+            format!("cannot bind a socket to {ip}: {err}"),
+        )),
     }
 }
 

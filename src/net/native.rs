@@ -7,6 +7,33 @@ use super::{
     no_splice, not_a, nothing_to_wait_for, Bind, Capabilities, Close, Interest, Network, OpenFiles,
     SocketId, Spliced,
 };
+#[cfg(target_os = "linux")]
+mod timer;
+/// Elsewhere, waits keep epoll's (or kqueue's) own precision.
+#[cfg(not(target_os = "linux"))]
+mod timer {
+    use std::io;
+    use std::time::Duration;
+
+    pub(super) const TOKEN: mio::Token = mio::Token(usize::MAX);
+
+    /// No timer: never wanted.
+    pub(super) struct Timer;
+
+    impl Timer {
+        pub(super) fn new(_registry: &mio::Registry) -> io::Result<Self> {
+            Ok(Timer)
+        }
+        pub(super) fn wanted(_timeout: Option<Duration>) -> Option<Duration> {
+            None
+        }
+        pub(super) fn set(&mut self, _after: Option<Duration>) -> io::Result<()> {
+            Ok(())
+        }
+        pub(super) fn fired(&mut self) {}
+    }
+}
+
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -27,6 +54,9 @@ pub struct NativeNetwork {
     /// Sockets registered with the poll: with none and no timeout, a wait
     /// could never end.
     registered: usize,
+    /// Wakes waits whose timeout epoll's milliseconds would overshoot;
+    /// made on the first such wait.
+    timer: Option<timer::Timer>,
 }
 
 struct Entry {
@@ -68,6 +98,7 @@ impl NativeNetwork {
             events: Events::with_capacity(1024),
             sockets: Slab::new(),
             registered: 0,
+            timer: None,
         })
     }
 
@@ -137,6 +168,22 @@ pub fn raise_open_files() -> io::Result<Option<OpenFiles>> {
         before,
         now: limit.rlim_cur,
     }))
+}
+
+/// CPU time this process has used, user and system
+/// (`getrusage(RUSAGE_SELF)`), or `None` if the host would not say.
+pub fn cpu_time() -> Option<Duration> {
+    // SAFETY: rusage is plain data; getrusage fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes the struct we pass.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let time = |t: libc::timeval| -> Option<Duration> {
+        let micros = u32::try_from(t.tv_usec).ok()?;
+        Some(Duration::new(u64::try_from(t.tv_sec).ok()?, micros * 1000))
+    };
+    Some(time(usage.ru_utime)? + time(usage.ru_stime)?)
 }
 
 /// Sets `stop` when SIGINT or SIGTERM arrives; a second one exits the
@@ -332,11 +379,24 @@ impl Network for NativeNetwork {
         if self.registered == 0 && timeout.is_none() {
             return Err(nothing_to_wait_for());
         }
+        let precise = timer::Timer::wanted(timeout);
+        if precise.is_some() && self.timer.is_none() {
+            self.timer = Some(timer::Timer::new(self.poll.registry())?);
+        }
+        if let Some(timer) = &mut self.timer {
+            timer.set(precise)?;
+        }
         match self.poll.poll(&mut self.events, timeout) {
             Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
             result => result?,
         }
         for event in &self.events {
+            if event.token() == timer::TOKEN {
+                if let Some(timer) = &mut self.timer {
+                    timer.fired();
+                }
+                continue;
+            }
             let key = event.token().0;
             if let Some(entry) = self.sockets.get_mut(key) {
                 entry.drained = false;

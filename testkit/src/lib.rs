@@ -20,4 +20,4 @@ pub mod target;
 pub mod wasm;
 
 pub use process::{lock, Finished, ServerProcess, StartError, StderrTo};
-pub use target::{Build, Target};
+pub use target::{native_server, Build, Target};

@@ -130,3 +130,16 @@ impl Target {
         self.command().unwrap_or_else(|err| panic!("{err}"))
     }
 }
+
+/// Starts the native `echokit serve --listen 127.0.0.1:0 ARGS`, its
+/// stderr kept; panics with what went wrong when it does not listen.
+pub fn native_server(args: &[&str]) -> crate::ServerProcess {
+    let mut cmd = Target::new(Build::Native).must();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+    crate::ServerProcess::start(
+        cmd,
+        crate::StderrTo::Keep,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap_or_else(|err| panic!("{err}"))
+}

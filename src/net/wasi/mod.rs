@@ -279,6 +279,12 @@ pub fn raise_open_files() -> io::Result<Option<OpenFiles>> {
     Ok(None)
 }
 
+/// WASI 0.2 has no `getrusage`, nor any other way to learn the CPU time a
+/// component used: always `None`.
+pub fn cpu_time() -> Option<Duration> {
+    None
+}
+
 /// A WASI 0.2 component cannot be asked to terminate: there are no
 /// signals. Returns `false` and never sets `stop`.
 pub fn watch_termination(_stop: &Arc<AtomicBool>) -> io::Result<bool> {
