@@ -90,3 +90,162 @@ proptest! {
         prop_assert_eq!(summary.timed_out, silent);
     }
 }
+
+/// The UDP guards on the simulated network: two echo servers (the second
+/// plays any echo service a forger may pair echokit with), a victim whose
+/// address is forged, and an ordinary client.
+mod udp_guard {
+    use echokit::clock::Clock;
+    use echokit::engine::guard::{GuardConfig, LOOP_AFTER};
+    use echokit::engine::{Config, ConnectionCount, Server};
+    use echokit::net::loopback::{Loopback, LoopbackNetwork};
+    use echokit::net::{would_block, Bind, Interest, Network, Protocol, SocketId};
+    use proptest::prelude::*;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    /// Echoes the guard lets one source address have per second.
+    const RATE: u32 = 200;
+
+    /// Who a forged datagram claims to come from.
+    #[derive(Clone, Copy, Debug)]
+    enum Forged {
+        /// The other echo server: a loop.
+        EchoServer,
+        /// The victim, on an ordinary port: reflection.
+        Victim(u16),
+        /// A service port (echo, chargen, ...).
+        ServicePort(u16),
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// `copies` datagrams of `len` bytes from one forged source.
+        Forge {
+            from: Forged,
+            len: usize,
+            copies: u16,
+        },
+        ClientSends,
+        Sleep(Duration),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let forged = prop_oneof![
+            Just(Forged::EchoServer),
+            (1024u16..u16::MAX).prop_map(Forged::Victim),
+            (0u16..1024).prop_map(Forged::ServicePort),
+        ];
+        prop_oneof![
+            4 => (forged, 1..1500usize, 1..100u16)
+                .prop_map(|(from, len, copies)| Step::Forge { from, len, copies }),
+            2 => Just(Step::ClientSends),
+            1 => (0..300u64).prop_map(|ms| Step::Sleep(Duration::from_millis(ms))),
+        ]
+    }
+
+    fn server(
+        world: &Loopback,
+        ip: [u8; 4],
+        peer_rate: Option<u32>,
+    ) -> (Server<LoopbackNetwork>, SocketAddr) {
+        let config = Config {
+            udp_guard: GuardConfig { peer_rate },
+            ..Config::default()
+        };
+        let mut server = Server::new(world.host(), config, ConnectionCount::default(), ());
+        let addr = SocketAddr::from((ip, 7777));
+        let addr = server.listen(Protocol::Udp, addr, Bind::default()).unwrap();
+        (server, addr)
+    }
+
+    /// Datagrams waiting on `id`, taken.
+    fn take(net: &mut LoopbackNetwork, id: SocketId) -> Vec<Vec<u8>> {
+        let mut buf = vec![0; 2048];
+        let mut got = Vec::new();
+        loop {
+            match net.recv_from(id, &mut buf) {
+                Ok((len, _)) => got.push(buf[..len].to_vec()),
+                Err(err) if would_block(&err) => return got,
+                Err(err) => panic!("{err}"),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever is forged, the victim gets at most the rate bound, a
+        /// loop ends within two detections per forged datagram (with the
+        /// rate bound off too, so that the loop guard alone must end it),
+        /// nothing answers a service port, and the client gets every echo.
+        #[test]
+        fn forged_datagrams_are_bounded_and_clients_are_served(
+            steps in prop::collection::vec(step(), 1..80),
+            peer_rate in prop_oneof![Just(None), Just(Some(RATE))],
+        ) {
+            let world = Loopback::default();
+            let (mut a, a_addr) = server(&world, [10, 0, 0, 1], peer_rate);
+            let (mut b, b_addr) = server(&world, [10, 0, 0, 2], peer_rate);
+            let mut others = world.host();
+            let victim_ip = [10, 0, 0, 9];
+            let mut victims = Vec::new();
+            let client = others.bind_udp(SocketAddr::from(([10, 0, 0, 3], 40_000)), Bind::default()).unwrap();
+            others.set_interest(client, Interest::READ);
+            let (mut sent, mut echoed, mut loops, mut to_victims) = (0u32, 0u32, 0u64, 0usize);
+            let (mut from_service_ports, mut from_victims) = (0u64, 0u64);
+            let start = world.now();
+            for step in steps {
+                match step {
+                    Step::Forge { from, len, copies } => {
+                        let payload = vec![len as u8; len];
+                        let from = match from {
+                            Forged::EchoServer => {
+                                loops += u64::from(copies);
+                                b_addr
+                            }
+                            Forged::Victim(port) => {
+                                from_victims += u64::from(copies);
+                                let addr = SocketAddr::from((victim_ip, port));
+                                if let Ok(id) = others.bind_udp(addr, Bind::default()) {
+                                    victims.push(id);
+                                }
+                                addr
+                            }
+                            Forged::ServicePort(port) => {
+                                from_service_ports += u64::from(copies);
+                                SocketAddr::from((victim_ip, port))
+                            }
+                        };
+                        for _ in 0..copies {
+                            world.forge(from, a_addr, &payload);
+                            a.turn(&world, Some(Duration::ZERO)).unwrap();
+                        }
+                    }
+                    Step::ClientSends => {
+                        // A new payload each time, as clients send.
+                        others.send_to(client, &sent.to_le_bytes(), a_addr).unwrap();
+                        sent += 1;
+                    }
+                    Step::Sleep(by) => world.advance(by),
+                }
+                for _ in 0..(4 * LOOP_AFTER) {
+                    a.turn(&world, Some(Duration::ZERO)).unwrap();
+                    b.turn(&world, Some(Duration::ZERO)).unwrap();
+                }
+                echoed += take(&mut others, client).len() as u32;
+                to_victims += victims.iter().map(|&id| take(&mut others, id).len()).sum::<usize>();
+            }
+            if let Some(rate) = peer_rate {
+                let seconds = (world.now() - start).as_secs_f64();
+                let allowed = (seconds * f64::from(rate) + f64::from(rate) / 10.0).ceil() as usize;
+                prop_assert!(to_victims <= allowed, "{} datagrams reached the victim, {} allowed", to_victims, allowed);
+            }
+            let bounced = a.stats().datagrams + b.stats().datagrams;
+            let most = loops * 2 * u64::from(LOOP_AFTER + 1) + u64::from(sent) + from_victims;
+            prop_assert!(bounced <= most, "{} echoes for {} forged loops", bounced, loops);
+            prop_assert_eq!(echoed, sent, "the client lost echoes");
+            prop_assert_eq!(a.stats().dropped.service_port, from_service_ports);
+        }
+    }
+}

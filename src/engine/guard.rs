@@ -16,7 +16,7 @@
 //!   [`GuardConfig::peer_rate`] datagrams per second, with a tenth of a
 //!   second's worth as its burst; the excess is dropped.
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::btree_map::{BTreeMap, Entry};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -143,16 +143,17 @@ struct Bucket {
 
 /// The guards of one server's UDP sockets.
 ///
-/// Its tables hold at most [`MAX_TRACKED`] entries each (about 10 MiB at
-/// worst); when full, entries unseen for [`STALE`] are forgotten, at most
-/// once per `STALE`. Sources that still find no room share one bucket and
-/// are not checked for loops. The tables use std's randomly keyed hasher,
-/// so forged addresses cannot be chosen to collide.
+/// Its tables hold at most 65,536 entries each (about 10 MiB at worst);
+/// when full, entries unseen for 2 s are forgotten, at most once per
+/// 2 s. Sources that still find no room share one bucket and
+/// are not checked for loops. The tables are ordered maps: no forged
+/// address can be chosen to collide with others (and the wasm build needs
+/// no random seed).
 #[derive(Debug, Default)]
 pub struct UdpGuard {
     config: GuardConfig,
-    peers: HashMap<SocketAddr, Peer>,
-    sources: HashMap<IpAddr, Bucket>,
+    peers: BTreeMap<SocketAddr, Peer>,
+    sources: BTreeMap<IpAddr, Bucket>,
     /// The bucket of sources the table had no room for.
     overflow: Option<Bucket>,
     last_sweep: Duration,
@@ -256,7 +257,7 @@ impl Peer {
     /// one of the recent echoes to this peer coming back.
     fn returns(&self, print: u64, now: Duration) -> bool {
         (self.echoes.iter()).any(|&(echoed, at)| {
-            echoed == print && at != Duration::ZERO && now - at <= BOUNCE_WINDOW
+            echoed == print && at != Duration::ZERO && now.saturating_sub(at) <= BOUNCE_WINDOW
         })
     }
 

@@ -216,8 +216,17 @@ impl<N: Network, O: Observer> Server<N, O> {
         for id in open {
             self.close(id, now, Closed::ShutdownTimeout);
         }
-        self.stats.dropped = self.guard.drops;
-        Ok(self.stats)
+        Ok(self.stats())
+    }
+
+    /// What the server did so far.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats;
+        stats.datagrams += (self.datagrams.iter())
+            .map(|(_, echo)| echo.echoed)
+            .sum::<u64>();
+        stats.dropped = self.guard.drops;
+        stats
     }
 
     /// Closes the listeners and the UDP sockets; open connections go on.

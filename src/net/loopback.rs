@@ -117,6 +117,13 @@ impl Loopback {
         }
     }
 
+    /// Delivers `datagram` to `to` as if `from` had sent it, whoever is
+    /// bound there: what a raw socket can do on a real network.
+    pub fn forge(&self, from: SocketAddr, to: SocketAddr, datagram: &[u8]) {
+        let mut world = self.world.borrow_mut();
+        world.deliver(from, to, datagram);
+    }
+
     /// Moves the world's clock forward.
     pub fn advance(&self, by: Duration) {
         self.world.borrow_mut().now += by;
@@ -136,6 +143,20 @@ fn error(kind: io::ErrorKind) -> io::Error {
 }
 
 impl World {
+    /// Queues `datagram` from `from` at the socket bound to `to`, if any,
+    /// unless its inbox holds a buffer's worth.
+    fn deliver(&mut self, from: SocketAddr, to: SocketAddr, datagram: &[u8]) {
+        let target = self.datagram_sockets.get(&to).copied();
+        if let Some(Socket::Datagram { inbox, .. }) =
+            target.and_then(|key| self.sockets.get_mut(key))
+        {
+            let queued: usize = inbox.iter().map(|(data, _)| data.len()).sum();
+            if queued + datagram.len() <= self.buffer {
+                inbox.push_back((datagram.to_vec(), from));
+            }
+        }
+    }
+
     fn stream(&mut self, id: SocketId) -> io::Result<&mut Stream> {
         match self.sockets.get_mut(id.0) {
             Some(Socket::Stream(stream)) => Ok(stream),
@@ -348,15 +369,7 @@ impl Network for LoopbackNetwork {
             Some(Socket::Datagram { addr, .. }) => *addr,
             _ => return Err(error(io::ErrorKind::InvalidInput)),
         };
-        let target = world.datagram_sockets.get(&to).copied();
-        if let Some(Socket::Datagram { inbox, .. }) =
-            target.and_then(|key| world.sockets.get_mut(key))
-        {
-            let queued: usize = inbox.iter().map(|(data, _)| data.len()).sum();
-            if queued + datagram.len() <= world.buffer {
-                inbox.push_back((datagram.to_vec(), from));
-            }
-        }
+        world.deliver(from, to, datagram);
         Ok(())
     }
 
