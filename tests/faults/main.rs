@@ -1,6 +1,7 @@
 //! Real-socket fault tests: echokit's server under descriptor exhaustion,
 //! connection storms, abrupt resets, slowloris and idle peers, idle load,
-//! signals and its connection limit, over 127.0.0.1.
+//! signals, its connection limit and UDP abuse (forged loops, service
+//! ports, floods), over 127.0.0.1.
 //!
 //! The tests are a table, [`FAULTS`]: each fault runs against every build
 //! it lists, as one named test per build (`fd_exhaustion_native`,
@@ -29,6 +30,7 @@
 mod load;
 mod peers;
 mod signals;
+mod udp;
 
 use libtest_mimic::{Arguments, Trial};
 use socket2::SockRef;
@@ -97,6 +99,21 @@ const FAULTS: &[Fault] = &[
         name: "max_connections_{build}",
         builds: BOTH,
         run: peers::max_connections,
+    },
+    Fault {
+        name: "udp_forged_loop_{build}",
+        builds: BOTH,
+        run: udp::forged_loop,
+    },
+    Fault {
+        name: "udp_service_ports_{build}",
+        builds: BOTH,
+        run: udp::service_ports,
+    },
+    Fault {
+        name: "udp_rate_bound_{build}",
+        builds: BOTH,
+        run: udp::rate_bound,
     },
     Fault {
         name: "sigterm_drains_open_echo_{build}",
