@@ -83,10 +83,12 @@ test-wasm-unit:
     CARGO_TARGET_WASM32_WASIP2_RUNNER="wasmtime run -S inherit-network" \
         cargo test --profile ci --target wasm32-wasip2 --lib
 
-# Performance matrix: native, wasm and a tokio reference, side by side;
+# Performance matrix, side by side: a tokio reference, native on io_uring
+# and on epoll, wasm on every runtime (wasmtime CLI, echokit-host, jco, and
+# any from ECHOKIT_RUNTIME); throughput, p50 and server CPU per request,
 # medians of ECHOKIT_BENCH_ROUNDS=3 rounds of ECHOKIT_BENCH_SECS=2 s each.
 bench: build build-wasm
-    cargo build --release --example tokio_echo
+    cargo build --release --example tokio_echo -p echokit -p echokit-host
     cargo bench --bench matrix
 
 # Fail when a ratio of the latest `just bench` run misses its target.

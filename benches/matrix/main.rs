@@ -1,12 +1,17 @@
-//! The benchmark matrix: native echokit, wasm echokit (under wasmtime) and
-//! the reference tokio echo server (`examples/tokio_echo.rs`), each loaded
-//! by the native `echokit bench --json` client over 127.0.0.1.
+//! The benchmark matrix: the reference tokio echo server
+//! (`examples/tokio_echo.rs`), native echokit on each of its backends
+//! (`native` is the default, io_uring where the kernel allows it;
+//! `native@epoll`), and wasm echokit on every runtime of
+//! fixtures/runtimes.toml (`wasm` on the wasmtime CLI, `wasm@host`,
+//! `wasm@jco`, and any added through `ECHOKIT_RUNTIME`), each loaded by the
+//! native `echokit bench --json` client over 127.0.0.1. Each measurement
+//! also reads the server's CPU time from /proc.
 //!
 //! ```text
 //! just build && just build-wasm && cargo build --release --example tokio_echo
 //! cargo bench --bench matrix                          # the whole matrix
 //! cargo bench --bench matrix -- --only stream         # rows named or starting so
-//! cargo bench --bench matrix -- --servers native,wasm # a subset of servers
+//! cargo bench --bench matrix -- --servers native,wasm@host # a subset of servers
 //! cargo bench --bench matrix -- --check               # targets on the last results
 //! ```
 //!
@@ -49,7 +54,7 @@ fn main() -> std::process::ExitCode {
 /// check its own tables.
 mod host {
     use crate::results::{Machine, Results};
-    use crate::servers::{Kind, Tools, KINDS};
+    use crate::servers::{Server, Tools};
     use crate::{rows, run, table, targets};
     use clap::Parser;
     use std::fs;
@@ -70,9 +75,10 @@ mod host {
         /// Run only these rows (a prefix such as `stream` picks all that start so).
         #[arg(long, value_delimiter = ',', value_name = "ROW")]
         only: Vec<String>,
-        /// Run only these servers.
-        #[arg(long, value_delimiter = ',', value_enum)]
-        servers: Vec<Kind>,
+        /// Run only these servers (tokio, native, native@epoll, wasm,
+        /// wasm@RUNTIME).
+        #[arg(long, value_delimiter = ',', value_name = "SERVER")]
+        servers: Vec<String>,
         /// Rounds per row.
         #[arg(long, env = "ECHOKIT_BENCH_ROUNDS", default_value_t = 3,
               value_parser = clap::value_parser!(u32).range(1..))]
@@ -115,30 +121,37 @@ mod host {
             return Err(format!("--secs {} is not a positive number", options.secs));
         }
         let rows = rows::select(&options.only)?;
-        let kinds: Vec<Kind> = match options.servers.is_empty() {
-            true => KINDS.to_vec(),
-            false => KINDS
-                .into_iter()
-                .filter(|kind| options.servers.contains(kind))
-                .collect(),
-        };
+        let every = Server::all()?;
+        if let Some(unknown) =
+            (options.servers.iter()).find(|&name| !every.iter().any(|s| s.name == *name))
+        {
+            let names: Vec<&str> = every.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "no server named {unknown:?}; the servers are {}",
+                names.join(", ")
+            ));
+        }
+        let servers: Vec<Server> = (every.iter())
+            .filter(|server| options.servers.is_empty() || options.servers.contains(&server.name))
+            .cloned()
+            .collect();
         let tools = Tools::locate();
-        tools.require(&kinds)?;
+        tools.require(&servers)?;
         let machine = machine(&tools);
         eprintln!("{}", machine.line());
         let rounds = options.rounds as usize;
         eprintln!(
             "matrix: {} rows x {} servers x {rounds} rounds, {} s each after a {} s warm-up",
             rows.len(),
-            kinds.len(),
+            servers.len(),
             options.secs,
             run::WARMUP_SECS
         );
-        let complete = rows.len() == rows::ROWS.len() && kinds.len() == KINDS.len();
+        let complete = rows.len() == rows::ROWS.len() && servers.len() == every.len();
         let results = run::matrix(
             &tools,
             &rows,
-            &kinds,
+            &servers,
             rounds,
             options.secs,
             machine,

@@ -3,11 +3,12 @@
 
 use crate::results::{medians, Machine, Results, Run, Settings};
 use crate::rows::Row;
-use crate::servers::{Kind, Tools};
+use crate::servers::{Server, Tools};
 use echokit::bench::Report;
 use std::process::Command;
 use std::time::Duration;
 use testkit::bench::run_bench;
+use testkit::procfs;
 
 /// Uncounted load on a fresh server before each measurement.
 pub(crate) const WARMUP_SECS: f64 = 0.3;
@@ -19,17 +20,18 @@ const STDERR_KEPT: usize = 20;
 /// One measurement's outcome.
 struct Measured {
     report: Report,
+    server_cpu_ns: Option<u64>,
     warmup_error: Option<String>,
     server_stderr: Vec<String>,
 }
 
-/// Runs `rows` on `kinds`, `rounds` times `secs` seconds each; within a
+/// Runs `rows` on `servers`, `rounds` times `secs` seconds each; within a
 /// round the servers take turns in an order rotated by the round number,
 /// so slow drift of the machine spreads over all of them.
 pub(crate) fn matrix(
     tools: &Tools,
     rows: &[Row],
-    kinds: &[Kind],
+    servers: &[Server],
     rounds: usize,
     secs: f64,
     machine: Machine,
@@ -38,30 +40,31 @@ pub(crate) fn matrix(
     let mut runs = Vec::new();
     for (index, row) in rows.iter().enumerate() {
         for round in 0..rounds {
-            let mut order: Vec<Kind> = kinds.iter().copied().filter(|k| k.serves(row)).collect();
+            let mut order: Vec<&Server> = servers.iter().filter(|s| s.serves(row)).collect();
             let len = order.len().max(1);
             order.rotate_left(round % len);
-            for (position, &kind) in order.iter().enumerate() {
+            for (position, &server) in order.iter().enumerate() {
                 let tag = format!(
                     "[{}/{} {}] round {}/{rounds} {}",
                     index + 1,
                     rows.len(),
                     row.name,
                     round + 1,
-                    kind.name()
+                    server.name
                 );
                 let mut run = Run {
                     row: row.name.to_owned(),
-                    server: kind,
+                    server: server.name.clone(),
                     round,
                     position,
                     value: None,
+                    server_cpu_ns: None,
                     report: None,
                     error: None,
                     warmup_error: None,
                     server_stderr: Vec::new(),
                 };
-                match measure(tools, row, kind, secs, &tag) {
+                match measure(tools, row, server, secs, &tag) {
                     Ok(measured) => {
                         let value = row.figure(&measured.report);
                         let p50 = (measured.report.uncorrected)
@@ -69,6 +72,7 @@ pub(crate) fn matrix(
                             .unwrap_or_default();
                         eprintln!("{tag}: {value:.1} {}{p50}", row.unit());
                         run.value = Some(value);
+                        run.server_cpu_ns = measured.server_cpu_ns;
                         run.report = Some(measured.report);
                         run.warmup_error = measured.warmup_error;
                         run.server_stderr = measured.server_stderr;
@@ -88,31 +92,49 @@ pub(crate) fn matrix(
             rounds,
             seconds: secs,
             warmup_seconds: WARMUP_SECS,
-            servers: (kinds.iter())
-                .map(|&kind| {
-                    let command = tools.server_command(kind, &rows[0]);
-                    (kind, tools.describe(&command))
+            servers: (servers.iter())
+                .map(|server| {
+                    let command = tools.server_command(server, &rows[0]);
+                    let command = command.map_or_else(|err| err, |c| tools.describe(&c));
+                    (server.name.clone(), command)
                 })
                 .collect(),
+            order: servers.iter().map(|server| server.name.clone()).collect(),
             complete,
         },
-        medians: medians(&runs, rows, kinds),
+        medians: medians(&runs, rows, servers),
         runs,
     }
 }
 
-/// Starts a fresh `kind` server, warms it up, measures `row` on it.
-fn measure(tools: &Tools, row: &Row, kind: Kind, secs: f64, tag: &str) -> Result<Measured, String> {
+/// Starts a fresh `under_test` server, warms it up, measures `row` on it
+/// and the server's CPU time meanwhile.
+fn measure(
+    tools: &Tools,
+    row: &Row,
+    under_test: &Server,
+    secs: f64,
+    tag: &str,
+) -> Result<Measured, String> {
     eprintln!("{tag}: starting");
-    let mut server = tools.start(kind, row)?;
+    let mut server = tools.start(under_test, row)?;
     let warmup_error = load(tools, server.addr, row, WARMUP_SECS).err();
     if let Some(error) = &warmup_error {
         eprintln!("{tag}: warm-up failed: {error}");
     }
+    let cpu_before = procfs::cpu_time(server.pid()).ok();
     let result = load(tools, server.addr, row, secs);
-    let died = server
-        .exited()
-        .map(|status| format!("{} server exited during the run ({status})", kind.name()));
+    let cpu_after = procfs::cpu_time(server.pid()).ok();
+    let server_cpu_ns = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) => u64::try_from((after - before).as_nanos()).ok(),
+        _ => None,
+    };
+    let died = (server.exited()).map(|status| {
+        format!(
+            "{} server exited during the run ({status})",
+            under_test.name
+        )
+    });
     server.kill();
     let mut server_stderr: Vec<String> = server.stderr().lines().map(str::to_owned).collect();
     server_stderr.truncate(STDERR_KEPT);
@@ -132,6 +154,7 @@ fn measure(tools: &Tools, row: &Row, kind: Kind, secs: f64, tag: &str) -> Result
     }
     Ok(Measured {
         report,
+        server_cpu_ns,
         warmup_error,
         server_stderr,
     })

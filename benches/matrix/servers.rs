@@ -2,47 +2,79 @@
 //! started for a row.
 
 use crate::rows::Row;
-use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use testkit::runtime::{self, Runtime};
 use testkit::{paths, wasm, ServerProcess, StderrTo};
 
 /// How long a server may take to print its listening line (wasmtime
 /// compiles the component first when its cache is cold).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A server under test.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Kind {
+/// How a server under test is started.
+#[derive(Clone, Debug)]
+enum How {
     /// The reference tokio echo server (examples/tokio_echo.rs).
     Tokio,
-    /// Native echokit.
-    Native,
-    /// echokit.wasm under wasmtime.
-    Wasm,
+    /// Native echokit with `--io IO` (its default when `None`).
+    Native(Option<&'static str>),
+    /// echokit.wasm on a runtime of fixtures/runtimes.toml (or one the
+    /// user added there or through `ECHOKIT_RUNTIME`).
+    Wasm(Arc<Runtime>),
 }
 
-/// Every server, in the order of round 0 and of the table's columns.
-pub(crate) const KINDS: [Kind; 3] = [Kind::Tokio, Kind::Native, Kind::Wasm];
+/// A server under test: a column of the matrix.
+#[derive(Clone, Debug)]
+pub(crate) struct Server {
+    /// Its name in tables, results, targets and `--servers`: `tokio`,
+    /// `native`, `native@epoll`, `wasm` (the default runtime) or
+    /// `wasm@RUNTIME`.
+    pub(crate) name: String,
+    how: How,
+}
 
-impl Kind {
-    /// The name tables and results use.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Kind::Tokio => "tokio",
-            Kind::Native => "native",
-            Kind::Wasm => "wasm",
+/// The reference server: the native build's targets are ratios to it.
+pub(crate) const TOKIO: &str = "tokio";
+/// Native echokit as users get it (`--io auto`: io_uring where it can).
+pub(crate) const NATIVE: &str = "native";
+
+impl Server {
+    /// Every server: tokio, native on each of its backends, and the wasm
+    /// build on every runtime; the order of round 0 and of the columns.
+    pub(crate) fn all() -> Result<Vec<Server>, String> {
+        let mut servers = vec![
+            Server {
+                name: TOKIO.to_owned(),
+                how: How::Tokio,
+            },
+            Server {
+                name: NATIVE.to_owned(),
+                how: How::Native(None),
+            },
+            Server {
+                name: "native@epoll".to_owned(),
+                how: How::Native(Some("epoll")),
+            },
+        ];
+        for runtime in runtime::all()? {
+            let name = match runtime.default {
+                true => "wasm".to_owned(),
+                false => format!("wasm@{}", runtime.name),
+            };
+            servers.push(Server {
+                name,
+                how: How::Wasm(Arc::clone(runtime)),
+            });
         }
+        Ok(servers)
     }
 
     /// Whether this server can serve `row` (tokio echoes TCP only).
-    pub(crate) fn serves(self, row: &Row) -> bool {
-        !(row.udp && self == Kind::Tokio)
+    pub(crate) fn serves(&self, row: &Row) -> bool {
+        !(row.udp && matches!(self.how, How::Tokio))
     }
 }
 
@@ -70,9 +102,9 @@ impl Tools {
         }
     }
 
-    /// Fails, naming the build command, unless everything `kinds` needs is
-    /// there; warns about builds older than the sources.
-    pub(crate) fn require(&self, kinds: &[Kind]) -> Result<(), String> {
+    /// Fails, naming the build command, unless everything `servers` need
+    /// is there; warns about builds older than the sources.
+    pub(crate) fn require(&self, servers: &[Server]) -> Result<(), String> {
         // (program, what it is, the command that builds it, its sources)
         let mut needed = vec![(
             &self.echokit,
@@ -80,7 +112,7 @@ impl Tools {
             "just build",
             Some("src"),
         )];
-        if kinds.contains(&Kind::Tokio) {
+        if servers.iter().any(|s| matches!(s.how, How::Tokio)) {
             needed.push((
                 &self.tokio_echo,
                 "the tokio reference server",
@@ -88,14 +120,13 @@ impl Tools {
                 Some("examples/tokio_echo.rs"),
             ));
         }
-        if kinds.contains(&Kind::Wasm) {
+        if servers.iter().any(|s| matches!(s.how, How::Wasm(_))) {
             needed.push((
                 &self.wasm,
                 "the wasm echokit component",
                 "just build-wasm",
                 Some("src"),
             ));
-            needed.push((&self.wasmtime, "wasmtime", "just setup", None));
         }
         let missing: Vec<String> = needed
             .iter()
@@ -133,30 +164,30 @@ impl Tools {
             .to_string_lossy()
     }
 
-    /// The command that starts `kind` for `row` on a free loopback port.
-    pub(crate) fn server_command(&self, kind: Kind, row: &Row) -> Command {
+    /// The command that starts `server` for `row` on a free loopback port.
+    pub(crate) fn server_command(&self, server: &Server, row: &Row) -> Result<Command, String> {
         let listen: &[&str] = match row.udp {
             true => &["--listen", "127.0.0.1:0", "--udp"],
             false => &["--listen", "127.0.0.1:0"],
         };
-        let mut command = match kind {
-            Kind::Tokio => Command::new(&self.tokio_echo),
-            Kind::Native => {
+        let mut command = match &server.how {
+            How::Tokio => Command::new(&self.tokio_echo),
+            How::Native(io) => {
                 let mut command = Command::new(&self.echokit);
                 command.arg("serve");
+                if let Some(io) = io {
+                    command.args(["--io", io]);
+                }
                 command
             }
-            Kind::Wasm => {
-                let mut command = Command::new(&self.wasmtime);
-                command
-                    .args(["run", "-S", "inherit-network"])
-                    .arg(&self.wasm)
-                    .arg("serve");
+            How::Wasm(runtime) => {
+                let mut command = runtime.command(true, &[])?;
+                command.arg("serve");
                 command
             }
         };
         command.args(listen);
-        command
+        Ok(command)
     }
 
     /// How `command` reads, paths relative to the project.
@@ -168,11 +199,15 @@ impl Tools {
             .join(" ")
     }
 
-    /// Starts `kind` on a free port and waits for its listening line; its
-    /// stderr goes on ours, tagged, and is kept for the results.
-    pub(crate) fn start(&self, kind: Kind, row: &Row) -> Result<ServerProcess, String> {
-        let stderr_to = StderrTo::EchoAndKeep(format!("    [{} server] ", kind.name()));
-        ServerProcess::start(self.server_command(kind, row), stderr_to, STARTUP_TIMEOUT)
+    /// Starts `server` on a free port and waits for its listening line;
+    /// its stderr goes on ours, tagged, and is kept for the results.
+    pub(crate) fn start(&self, server: &Server, row: &Row) -> Result<ServerProcess, String> {
+        let stderr_to = StderrTo::EchoAndKeep(format!("    [{} server] ", server.name));
+        ServerProcess::start(
+            self.server_command(server, row)?,
+            stderr_to,
+            STARTUP_TIMEOUT,
+        )
     }
 }
 
