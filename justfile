@@ -88,7 +88,8 @@ test-wasm-unit:
 # any from ECHOKIT_RUNTIME); throughput, p50 and server CPU per request,
 # medians of ECHOKIT_BENCH_ROUNDS=3 rounds of ECHOKIT_BENCH_SECS=2 s each.
 bench: build build-wasm
-    cargo build --release --example tokio_echo -p echokit -p echokit-host
+    cargo build --release --example tokio_echo
+    cargo build --release -p echokit-host
     cargo bench --bench matrix
 
 # Fail when a ratio of the latest `just bench` run misses its target.
