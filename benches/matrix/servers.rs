@@ -5,10 +5,8 @@ use crate::rows::Row;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use testkit::runtime::{self, Runtime};
-use testkit::{paths, wasm, ServerProcess, StderrTo};
+use testkit::{paths, wasm, Build, ServerProcess, StderrTo, Target};
 
 /// How long a server may take to print its listening line (wasmtime
 /// compiles the component first when its cache is cold).
@@ -19,11 +17,9 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 enum How {
     /// The reference tokio echo server (examples/tokio_echo.rs).
     Tokio,
-    /// Native echokit with `--io IO` (its default when `None`).
-    Native(Option<&'static str>),
-    /// echokit.wasm on a runtime of fixtures/runtimes.toml (or one the
-    /// user added there or through `ECHOKIT_RUNTIME`).
-    Wasm(Arc<Runtime>),
+    /// echokit: native on a backend, or the component on a runtime of
+    /// fixtures/runtimes.toml (or one added through `ECHOKIT_RUNTIME`).
+    Echokit(Target),
 }
 
 /// A server under test: a column of the matrix.
@@ -42,34 +38,18 @@ pub(crate) const TOKIO: &str = "tokio";
 pub(crate) const NATIVE: &str = "native";
 
 impl Server {
-    /// Every server: tokio, native on each of its backends, and the wasm
-    /// build on every runtime; the order of round 0 and of the columns.
+    /// Every server: tokio, then every way to run echokit
+    /// ([`Target::every`]); the order of round 0 and of the columns.
     pub(crate) fn all() -> Result<Vec<Server>, String> {
-        let mut servers = vec![
-            Server {
-                name: TOKIO.to_owned(),
-                how: How::Tokio,
-            },
-            Server {
-                name: NATIVE.to_owned(),
-                how: How::Native(None),
-            },
-            Server {
-                name: "native@epoll".to_owned(),
-                how: How::Native(Some("epoll")),
-            },
-        ];
-        for runtime in runtime::all()? {
-            let name = match runtime.default {
-                true => "wasm".to_owned(),
-                false => format!("wasm@{}", runtime.name),
-            };
-            servers.push(Server {
-                name,
-                how: How::Wasm(Arc::clone(runtime)),
-            });
-        }
-        Ok(servers)
+        let tokio = Server {
+            name: TOKIO.to_owned(),
+            how: How::Tokio,
+        };
+        let echokit = Target::every()?.into_iter().map(|target| Server {
+            name: target.label(),
+            how: How::Echokit(target),
+        });
+        Ok(std::iter::once(tokio).chain(echokit).collect())
     }
 
     /// Whether this server can serve `row` (tokio echoes TCP only).
@@ -120,7 +100,8 @@ impl Tools {
                 Some("examples/tokio_echo.rs"),
             ));
         }
-        if servers.iter().any(|s| matches!(s.how, How::Wasm(_))) {
+        let wasm = |s: &Server| matches!(&s.how, How::Echokit(t) if t.build == Build::Wasm);
+        if servers.iter().any(wasm) {
             needed.push((
                 &self.wasm,
                 "the wasm echokit component",
@@ -172,16 +153,8 @@ impl Tools {
         };
         let mut command = match &server.how {
             How::Tokio => Command::new(&self.tokio_echo),
-            How::Native(io) => {
-                let mut command = Command::new(&self.echokit);
-                command.arg("serve");
-                if let Some(io) = io {
-                    command.args(["--io", io]);
-                }
-                command
-            }
-            How::Wasm(runtime) => {
-                let mut command = runtime.command(true, &[])?;
+            How::Echokit(target) => {
+                let mut command = target.command()?;
                 command.arg("serve");
                 command
             }

@@ -45,6 +45,9 @@ impl fmt::Display for Build {
     }
 }
 
+/// The native backend that is not the default where io_uring works.
+pub const EPOLL: &str = "epoll";
+
 /// How to start one build of echokit: the native binary on an I/O
 /// backend, or the component on a runtime.
 #[derive(Debug, Clone)]
@@ -79,6 +82,20 @@ impl Target {
             variant: variant.map(str::to_owned),
             ..Target::new(build)
         }
+    }
+
+    /// Every way to run echokit: native on its default backend and on
+    /// epoll, the component on the default runtime and on every other.
+    pub fn every() -> Result<Vec<Target>, String> {
+        let mut every = vec![
+            Target::new(Build::Native),
+            Target::on(Build::Native, Some(EPOLL)),
+        ];
+        for runtime in runtime::all()? {
+            let variant = (!runtime.default).then_some(runtime.name.as_str());
+            every.push(Target::on(Build::Wasm, variant));
+        }
+        Ok(every)
     }
 
     /// Without WASI network permission (wasm only).
