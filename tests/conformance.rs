@@ -3,8 +3,11 @@
 //! column, each pairing its own named test, e.g.
 //! `large_8mib::wasm_server::native_client`.
 //!
-//! Builds (the `Target` adapters in tests/kit/target.rs):
-//! - native: the `echokit` binary cargo builds for this test;
+//! Builds (testkit's `Target`):
+//! - native: the `echokit` binary cargo builds for this test, on its
+//!   default backend (io_uring where the kernel allows it); every
+//!   native-only pairing runs again with both ends on epoll
+//!   (`::native_server@epoll::native_client@epoll`, through `ECHOKIT_IO`);
 //! - wasm: `wasmtime run -S inherit-network <echokit.wasm> ARGS...`; when a
 //!   client names files (`--input`/`--output`), their temporary directory is
 //!   preopened at the same path (`--dir DIR::DIR`), the WASI way of granting
@@ -67,6 +70,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
+use testkit::target::EPOLL;
 
 /// Held for reading by every test, for writing by exclusive ones.
 static MACHINE: RwLock<()> = RwLock::new(());
@@ -130,10 +134,17 @@ fn trials(scenarios: Vec<Scenario>, fixtures: &std::path::Path) -> Vec<Trial> {
                         .map(|r| Some(r.name.clone())),
                 );
             }
-            for runtime in runtimes {
+            // Native-only pairings again on the other native backend
+            // (epoll; io_uring is the default where the kernel has it),
+            // both ends on it.
+            let epoll =
+                (!wasm && server == Some(Build::Native)).then(|| (None, Some(EPOLL.to_owned())));
+            let variants = runtimes.into_iter().map(|r| (r, None)).chain(epoll);
+            for (runtime, native) in variants {
                 let on = |build: Option<Build>| match build {
                     Some(Build::Wasm) => runtime.clone(),
-                    _ => None,
+                    Some(Build::Native) => native.clone(),
+                    None => None,
                 };
                 trials.push(trial(Case {
                     scenario: scenario.clone(),
