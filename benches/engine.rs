@@ -18,6 +18,7 @@ mod engine {
     use criterion::{criterion_group, Criterion, Throughput};
     use echokit::client::{Exchange, HalfClose};
     use echokit::clock::Clock;
+    use echokit::engine::guard::{GuardConfig, UdpGuard};
     use echokit::engine::{Config, ConnectionCount, Server};
     use echokit::net::loopback::{Loopback, LoopbackNetwork};
     use echokit::net::{try_read, try_write, Bind, Close, Network, Protocol, SocketId};
@@ -191,6 +192,28 @@ mod engine {
         group.finish();
     }
 
+    /// What the UDP guards cost per datagram: one source, and 10,000
+    /// sources taking turns (the tables full of peers).
+    fn udp_guard(c: &mut Criterion) {
+        let mut group = c.benchmark_group("udp_guard");
+        let datagram = payload(512);
+        group.throughput(Throughput::Elements(1));
+        for sources in [1u16, 10_000] {
+            group.bench_function(format!("check_512B_{sources}_sources"), |b| {
+                let mut guard = UdpGuard::new(GuardConfig::default());
+                let mut now = Duration::ZERO;
+                let mut next = 0u16;
+                b.iter(|| {
+                    next = (next + 1) % sources;
+                    let from = SocketAddr::from(([10, 0, (next >> 8) as u8, next as u8], 40_000));
+                    now += Duration::from_micros(10);
+                    black_box(guard.check(from, black_box(&datagram), now))
+                });
+            });
+        }
+        group.finish();
+    }
+
     fn config() -> Criterion {
         Criterion::default()
             .warm_up_time(Duration::from_millis(500))
@@ -201,7 +224,7 @@ mod engine {
     criterion_group! {
         name = benches;
         config = config();
-        targets = stream, connections, accept
+        targets = stream, connections, accept, udp_guard
     }
 }
 
