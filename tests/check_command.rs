@@ -78,7 +78,7 @@ fn jco_crashes_on_the_first_spliced_echo() {
     let log = server.stderr();
     assert!(
         !echoed && exited.is_some_and(|status| !status.success()),
-        "jco echoed a spliced stream (echoed: {echoed}, exit: {exited:?}): the splice bug          looks fixed; stderr: {log}"
+        "jco echoed a spliced stream (echoed: {echoed}, exit: {exited:?}): the splice bug looks fixed; stderr: {log}"
     );
     assert!(
         log.contains("Cannot read private member #id"),
