@@ -6,7 +6,7 @@ use clap::Args;
 use echokit::bench::log::LogWriter;
 use echokit::bench::{self, Counts, Event, Interval, Latencies, Mode, Plan, Report};
 use echokit::clock::MonotonicClock;
-use echokit::net::{self, Job, Network};
+use echokit::net::{self, HostPort, Job, Network, Protocol};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use std::fs::File;
 use std::io::{self, IsTerminal, LineWriter, Write};
@@ -25,9 +25,10 @@ const BUSY: f64 = 0.9;
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES)]
 pub(super) struct BenchArgs {
-    /// Echo server to load, IP:PORT.
+    /// Echo server to load: IP:PORT (IPv6 as [::1]:PORT) or HOST:PORT. Of a name's several
+    /// addresses, the first that answers is loaded, in the resolver's order.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
-    connect: SocketAddr,
+    connect: HostPort,
 
     /// Connections kept open at once (in connect mode: connections in flight at once, at most).
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -121,8 +122,14 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some((_, message)) = misuse.iter().find(|(misused, _)| *misused) {
         return Err(usage_error(message));
     }
-    let plan = Plan {
-        addr: args.connect,
+    let io = args.io.choice(super::log::Level::Errors);
+    net::run_on(io, Bench { args }).context("cannot set up the network")?
+}
+
+/// The load `args` ask for, on the server at `addr`.
+fn plan(args: &BenchArgs, addr: SocketAddr) -> Plan {
+    Plan {
+        addr,
         connections: args.connections as usize,
         size: args.size as usize,
         warmup: args.warmup,
@@ -135,23 +142,26 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         pipeline: args.pipeline as usize,
         connect_rate: args.connect_rate,
         bind: args.bind.clone(),
-    };
-    let io = args.io.choice(super::log::Level::Errors);
-    net::run_on(io, Bench { args, plan }).context("cannot set up the network")?
+    }
 }
 
 /// `bench` on the network a [`Job`] is given.
 struct Bench<'a> {
     args: &'a BenchArgs,
-    plan: Plan,
 }
 
 impl Job for Bench<'_> {
     type Output = anyhow::Result<()>;
 
     fn run<N: Network + 'static>(self, open: fn() -> std::io::Result<N>) -> Self::Output {
-        let Bench { args, plan } = self;
-        measure(args, &plan, open().context("cannot open the network")?)
+        let args = self.args;
+        let mut net = open().context("cannot open the network")?;
+        let protocol = match args.udp {
+            true => Protocol::Udp,
+            false => Protocol::Tcp,
+        };
+        let addr = super::client_addr(&mut net, "--connect", &args.connect, protocol)?;
+        measure(args, &plan(args, addr), net)
     }
 }
 

@@ -39,6 +39,9 @@ fn from_wasi_ip(ip: IpAddress) -> IpAddr {
 fn lookup_error(code: ErrorCode) -> io::Error {
     use io::ErrorKind as Kind;
     let (kind, message) = match code {
+        // wasmtime 48 answers a lookup it does not grant with
+        // permanent-resolver-failure; its resolver's own failures are
+        // name-unresolvable.
         ErrorCode::AccessDenied | ErrorCode::PermanentResolverFailure => (
             Kind::PermissionDenied,
             "name lookup denied by the WebAssembly runtime; run it with \
