@@ -34,7 +34,9 @@ Exit status:
   0  success
   1  the echo differed from what was sent, or datagrams were lost
   2  usage error (bad arguments; report: a file that is not a histogram log, or logs that do not merge)
-  3  network or I/O error (address in use, permission denied, connection refused, ...)
+  3  network or I/O error (a name that does not resolve, address in use, permission denied,
+     connection refused, ...)
+Addresses are IP:PORT (IPv6 as [::1]:PORT, IPv6 only: [::] is no IPv4 address) or HOST:PORT.
 The WebAssembly build exits 1 for every failure: a WASI 0.2 exit carries only success or failure.";
 
 /// RFC 862 echo server and client, one codebase for native and WebAssembly (WASI 0.2).
