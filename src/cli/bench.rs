@@ -74,8 +74,9 @@ pub(super) struct BenchArgs {
     /// Source addresses, connections spread evenly over them (each has its
     /// own ephemeral ports; loopback has all of 127.0.0.0/8). Each must be
     /// an address of this host.
-    #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',')]
-    bind: Vec<IpAddr>,
+    /// A host name stands for its addresses of the server's family.
+    #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',', value_parser = parse_source)]
+    bind: Vec<HostPort>,
 
     /// Report each interval of this many seconds: a line on stderr, or with
     /// --json a JSON event on stdout.
@@ -126,8 +127,44 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     net::run_on(io, Bench { args }).context("cannot set up the network")?
 }
 
-/// The load `args` ask for, on the server at `addr`.
-fn plan(args: &BenchArgs, addr: SocketAddr) -> Plan {
+/// A `--bind` value: an IP address or a host name (held with port 0).
+fn parse_source(text: &str) -> Result<HostPort, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 0).into());
+    }
+    match format!("{text}:0").parse::<HostPort>() {
+        Ok(name) if name.ip().is_none() => Ok(name),
+        _ => Err(format!("{text:?} is neither an IP address nor a host name")),
+    }
+}
+
+/// The source addresses of `--bind` for connections to `server`: IP
+/// addresses as given, a name's addresses of `server`'s family.
+fn sources(args: &BenchArgs, server: SocketAddr) -> anyhow::Result<Vec<IpAddr>> {
+    let mut all = Vec::new();
+    for given in &args.bind {
+        let ips = given
+            .resolve()
+            .context("--bind")?
+            .into_iter()
+            .map(|a| a.ip());
+        let before = all.len();
+        match given.ip() {
+            Some(addr) => all.push(addr.ip()),
+            None => all.extend(ips.filter(|ip| ip.is_ipv4() == server.is_ipv4())),
+        }
+        if all.len() == before {
+            let family = if server.is_ipv4() { "IPv4" } else { "IPv6" };
+            let name = given.to_string();
+            let name = name.strip_suffix(":0").unwrap_or(&name);
+            anyhow::bail!("--bind: {name} has no {family} address, as the server {server} needs");
+        }
+    }
+    Ok(all)
+}
+
+/// The load `args` ask for, on the server at `addr`, from `bind`.
+fn plan(args: &BenchArgs, addr: SocketAddr, bind: Vec<IpAddr>) -> Plan {
     Plan {
         addr,
         connections: args.connections as usize,
@@ -141,7 +178,7 @@ fn plan(args: &BenchArgs, addr: SocketAddr) -> Plan {
         rate: args.rate,
         pipeline: args.pipeline as usize,
         connect_rate: args.connect_rate,
-        bind: args.bind.clone(),
+        bind,
     }
 }
 
@@ -161,7 +198,8 @@ impl Job for Bench<'_> {
             false => Protocol::Tcp,
         };
         let addr = super::client_addr(&mut net, "--connect", &args.connect, protocol)?;
-        measure(args, &plan(args, addr), net)
+        let bind = sources(args, addr)?;
+        measure(args, &plan(args, addr, bind), net)
     }
 }
 
