@@ -122,6 +122,25 @@ fn two_listeners_serve_both_families(build: Build) {
         tcp_echo(addr).unwrap_or_else(|err| panic!("TCP to {addr}: {err}"));
         assert!(udp_echoes(addr), "no UDP echo from {addr}");
     }
+    // `check` over both families: the scenarios against each endpoint.
+    let [v4, v6] = both(port).map(|addr| addr.to_string());
+    let mut args = vec!["check", "--only", "hello", "--only", "udp_hello"];
+    for addr in [&v4, &v6] {
+        args.extend(["--connect", addr, "--udp-connect", addr]);
+    }
+    let (code, out, err) = run(&Target::new(build), &args, b"");
+    assert_eq!(code, Some(0), "check: {out}{err}");
+    for addr in [&v4, &v6] {
+        assert!(
+            out.contains(&format!("checking tcp {addr} udp {addr}\n")),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        out.matches("2 passed, 0 failed, 0 skipped").count(),
+        2,
+        "{out}"
+    );
 }
 
 /// Runs `echokit ARGS` of `target` to the end: (exit code, stdout, stderr).
@@ -162,6 +181,17 @@ fn localhost_for_server_and_clients(build: Build) {
             assert_eq!(code, Some(0), "{} {args:?}: {err}", client.label());
             assert_eq!(out, "hello, localhost\n");
         }
+        let bench = [
+            "bench",
+            "--connect",
+            &at,
+            "--bind",
+            "localhost",
+            "--duration",
+            "0.3",
+        ];
+        let (code, out, err) = run(&client, &bench, b"");
+        assert_eq!(code, Some(0), "{} bench: {out}{err}", client.label());
         let args = ["check", "--connect", &at, "--udp-connect", &at];
         let only = ["--only", "hello", "--only", "udp_hello"];
         let (code, out, err) = run(&client, &[&args[..], &only].concat(), b"");
