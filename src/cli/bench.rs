@@ -6,7 +6,7 @@ use clap::Args;
 use echokit::bench::log::LogWriter;
 use echokit::bench::{self, Counts, Event, Interval, Latencies, Mode, Plan, Report};
 use echokit::clock::MonotonicClock;
-use echokit::net::{self, Job, Network};
+use echokit::net::{self, HostPort, Job, Network, Protocol};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use std::fs::File;
 use std::io::{self, IsTerminal, LineWriter, Write};
@@ -25,9 +25,10 @@ const BUSY: f64 = 0.9;
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES)]
 pub(super) struct BenchArgs {
-    /// Echo server to load, IP:PORT.
+    /// Echo server to load: IP:PORT (IPv6 as [::1]:PORT) or HOST:PORT. Of a name's several
+    /// addresses, the first that answers is loaded, in the resolver's order.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
-    connect: SocketAddr,
+    connect: HostPort,
 
     /// Connections kept open at once (in connect mode: connections in flight at once, at most).
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -73,8 +74,9 @@ pub(super) struct BenchArgs {
     /// Source addresses, connections spread evenly over them (each has its
     /// own ephemeral ports; loopback has all of 127.0.0.0/8). Each must be
     /// an address of this host.
-    #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',')]
-    bind: Vec<IpAddr>,
+    /// A host name stands for its addresses of the server's family.
+    #[arg(long, value_name = "IP[,IP...]", value_delimiter = ',', value_parser = parse_source)]
+    bind: Vec<HostPort>,
 
     /// Report each interval of this many seconds: a line on stderr, or with
     /// --json a JSON event on stdout.
@@ -121,8 +123,50 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some((_, message)) = misuse.iter().find(|(misused, _)| *misused) {
         return Err(usage_error(message));
     }
-    let plan = Plan {
-        addr: args.connect,
+    let io = args.io.choice(super::log::Level::Errors);
+    net::run_on(io, Bench { args }).context("cannot set up the network")?
+}
+
+/// A `--bind` value: an IP address or a host name (held with port 0).
+fn parse_source(text: &str) -> Result<HostPort, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 0).into());
+    }
+    match format!("{text}:0").parse::<HostPort>() {
+        Ok(name) if name.ip().is_none() => Ok(name),
+        _ => Err(format!("{text:?} is neither an IP address nor a host name")),
+    }
+}
+
+/// The source addresses of `--bind` for connections to `server`: IP
+/// addresses as given, a name's addresses of `server`'s family.
+fn sources(args: &BenchArgs, server: SocketAddr) -> anyhow::Result<Vec<IpAddr>> {
+    let mut all = Vec::new();
+    for given in &args.bind {
+        let ips = given
+            .resolve()
+            .context("--bind")?
+            .into_iter()
+            .map(|a| a.ip());
+        let before = all.len();
+        match given.ip() {
+            Some(addr) => all.push(addr.ip()),
+            None => all.extend(ips.filter(|ip| ip.is_ipv4() == server.is_ipv4())),
+        }
+        if all.len() == before {
+            let family = if server.is_ipv4() { "IPv4" } else { "IPv6" };
+            let name = given.to_string();
+            let name = name.strip_suffix(":0").unwrap_or(&name);
+            anyhow::bail!("--bind: {name} has no {family} address, as the server {server} needs");
+        }
+    }
+    Ok(all)
+}
+
+/// The load `args` ask for, on the server at `addr`, from `bind`.
+fn plan(args: &BenchArgs, addr: SocketAddr, bind: Vec<IpAddr>) -> Plan {
+    Plan {
+        addr,
         connections: args.connections as usize,
         size: args.size as usize,
         warmup: args.warmup,
@@ -134,24 +178,28 @@ pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         rate: args.rate,
         pipeline: args.pipeline as usize,
         connect_rate: args.connect_rate,
-        bind: args.bind.clone(),
-    };
-    let io = args.io.choice(super::log::Level::Errors);
-    net::run_on(io, Bench { args, plan }).context("cannot set up the network")?
+        bind,
+    }
 }
 
 /// `bench` on the network a [`Job`] is given.
 struct Bench<'a> {
     args: &'a BenchArgs,
-    plan: Plan,
 }
 
 impl Job for Bench<'_> {
     type Output = anyhow::Result<()>;
 
     fn run<N: Network + 'static>(self, open: fn() -> std::io::Result<N>) -> Self::Output {
-        let Bench { args, plan } = self;
-        measure(args, &plan, open().context("cannot open the network")?)
+        let args = self.args;
+        let mut net = open().context("cannot open the network")?;
+        let protocol = match args.udp {
+            true => Protocol::Udp,
+            false => Protocol::Tcp,
+        };
+        let addr = super::client_addr(&mut net, "--connect", &args.connect, protocol)?;
+        let bind = sources(args, addr)?;
+        measure(args, &plan(args, addr, bind), net)
     }
 }
 

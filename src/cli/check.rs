@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use echokit::check::{self, Endpoint, Options, Outcome, Scenario, Verdict, SCENARIOS};
 use echokit::clock::{Clock, MonotonicClock};
-use echokit::net::{self, Job, Network};
+use echokit::net::{self, HostPort, Job, Network, Protocol};
 use serde::Serialize;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -38,13 +38,17 @@ fn scenarios_help() -> String {
 #[derive(Debug, Args)]
 #[command(after_help = scenarios_help())]
 pub(crate) struct CheckArgs {
-    /// TCP echo endpoint to check, IP:PORT (default 127.0.0.1:7878 unless --udp-connect is given).
+    /// TCP echo endpoint to check: IP:PORT (IPv6 as [::1]:PORT) or HOST:PORT (default
+    /// 127.0.0.1:7878 unless --udp-connect is given). Repeatable: the scenarios run against
+    /// each in turn (the Nth --connect with the Nth --udp-connect), e.g. once over IPv4 and
+    /// once over IPv6. Of a name's several addresses, the first that answers is checked.
     #[arg(long, value_name = "ADDR")]
-    connect: Option<SocketAddr>,
+    connect: Vec<HostPort>,
 
-    /// UDP echo endpoint to check, IP:PORT; the UDP scenarios are skipped without it.
+    /// UDP echo endpoint to check, as --connect; the UDP scenarios are skipped without it.
+    /// Repeatable.
     #[arg(long, value_name = "ADDR")]
-    udp_connect: Option<SocketAddr>,
+    udp_connect: Vec<HostPort>,
 
     /// Run only the scenarios matching PATTERN (a name; `*` matches anything). Repeatable.
     #[arg(long, value_name = "PATTERN")]
@@ -171,27 +175,78 @@ impl Job for Check<'_> {
     }
 }
 
-/// The check itself, on `net`.
+/// The endpoints to check, in order: the Nth `--connect` with the Nth
+/// `--udp-connect`, names resolved to the address that answers.
+fn endpoints<N: Network>(args: &CheckArgs, net: &mut N) -> anyhow::Result<Vec<Endpoint>> {
+    let default_tcp = [HostPort::from(SocketAddr::from(([127, 0, 0, 1], 7878)))];
+    let tcp = match (args.connect.is_empty(), args.udp_connect.is_empty()) {
+        (true, true) => &default_tcp[..],
+        _ => &args.connect[..],
+    };
+    let mut endpoints = Vec::new();
+    for i in 0..tcp.len().max(args.udp_connect.len()) {
+        let mut pick = |given: Option<&HostPort>, flag, protocol| {
+            given
+                .map(|given| super::client_addr(net, flag, given, protocol))
+                .transpose()
+        };
+        endpoints.push(Endpoint {
+            tcp: pick(tcp.get(i), "--connect", Protocol::Tcp)?,
+            udp: pick(args.udp_connect.get(i), "--udp-connect", Protocol::Udp)?,
+        });
+    }
+    Ok(endpoints)
+}
+
+/// The check itself, on `net`: every endpoint must answer before any
+/// scenario runs; then the scenarios against each endpoint in turn.
 fn check_on<N: Network>(
     args: &CheckArgs,
     scenarios: &[&'static Scenario],
     mut net: N,
 ) -> anyhow::Result<()> {
-    let mut stdout = io::stdout().lock();
-    let endpoint = Endpoint {
-        tcp: match (args.connect, args.udp_connect) {
-            (None, None) => Some(SocketAddr::from(([127, 0, 0, 1], 7878))),
-            (tcp, _) => tcp,
-        },
-        udp: args.udp_connect,
-    };
+    let endpoints = endpoints(args, &mut net)?;
     let clock = MonotonicClock::new();
-    check::reach(&mut net, &clock, &endpoint, REACH_WITHIN)?;
+    for endpoint in &endpoints {
+        check::reach(&mut net, &clock, endpoint, REACH_WITHIN)?;
+    }
+    let mut failed = 0;
+    for endpoint in &endpoints {
+        if endpoints.len() > 1 && !args.json {
+            let mut stdout = io::stdout().lock();
+            let named = |name: &str, addr: Option<SocketAddr>| {
+                addr.map(|addr| format!(" {name} {addr}"))
+                    .unwrap_or_default()
+            };
+            writeln!(
+                stdout,
+                "checking{}{}",
+                named("tcp", endpoint.tcp),
+                named("udp", endpoint.udp)
+            )?;
+        }
+        failed += check_one(args, scenarios, &mut net, endpoint)?;
+    }
+    match failed {
+        0 => Ok(()),
+        failed => Err(CheckFailed(failed).into()),
+    }
+}
+
+/// The scenarios against one endpoint, reported; how many failed.
+fn check_one<N: Network>(
+    args: &CheckArgs,
+    scenarios: &[&'static Scenario],
+    net: &mut N,
+    endpoint: &Endpoint,
+) -> anyhow::Result<usize> {
+    let mut stdout = io::stdout().lock();
+    let clock = MonotonicClock::new();
     let options = Options {
         timeout: args.timeout,
     };
     let mut failure = None;
-    let summary = check::run(&mut net, &clock, &endpoint, options, scenarios, |outcome| {
+    let summary = check::run(net, &clock, endpoint, options, scenarios, |outcome| {
         if let Err(err) = report(&mut stdout, args, outcome) {
             failure.get_or_insert(err);
         }
@@ -216,10 +271,7 @@ fn check_on<N: Network>(
         false => writeln!(stdout, "{summary}")?,
     }
     stdout.flush()?;
-    match summary.failed {
-        0 => Ok(()),
-        failed => Err(CheckFailed(failed).into()),
-    }
+    Ok(summary.failed)
 }
 
 /// One outcome, as a line of text or JSON.

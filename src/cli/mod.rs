@@ -10,10 +10,14 @@ mod report;
 mod send;
 mod serve;
 
+use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use echokit::bench::log::{Incompatible, LogError};
-use echokit::net::Io;
+use echokit::check::{self as conformance, Endpoint};
+use echokit::clock::MonotonicClock;
+use echokit::net::{HostPort, Io, Network, Protocol};
 use echokit::{bench as load, client};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,7 +34,9 @@ Exit status:
   0  success
   1  the echo differed from what was sent, or datagrams were lost
   2  usage error (bad arguments; report: a file that is not a histogram log, or logs that do not merge)
-  3  network or I/O error (address in use, permission denied, connection refused, ...)
+  3  network or I/O error (a name that does not resolve, address in use, permission denied,
+     connection refused, ...)
+Addresses are IP:PORT (IPv6 as [::1]:PORT, IPv6 only: [::] is no IPv4 address) or HOST:PORT.
 The WebAssembly build exits 1 for every failure: a WASI 0.2 exit carries only success or failure.";
 
 /// RFC 862 echo server and client, one codebase for native and WebAssembly (WASI 0.2).
@@ -133,6 +139,49 @@ fn exit_status(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// How long a client waits for each address of a name with several
+/// (a connection to open, a datagram to come back) before it tries the next.
+const PROBE_WITHIN: Duration = Duration::from_secs(1);
+
+/// The address of `given` (the value of `flag`) a client talks to over
+/// `protocol`: an IP address as given; a name's only address; of a name's
+/// several, the first in the resolver's order that answers (a TCP
+/// connection opens, a datagram comes back within [`PROBE_WITHIN`]).
+fn client_addr<N: Network>(
+    net: &mut N,
+    flag: &str,
+    given: &HostPort,
+    protocol: Protocol,
+) -> anyhow::Result<SocketAddr> {
+    let addrs = given.resolve().with_context(|| flag.to_owned())?;
+    let (first, rest) = addrs
+        .split_first()
+        .with_context(|| format!("{flag}: {given} has no address"))?;
+    if rest.is_empty() {
+        return Ok(*first);
+    }
+    let clock = MonotonicClock::new();
+    let mut last = None;
+    for &addr in &addrs {
+        let endpoint = match protocol {
+            Protocol::Tcp => Endpoint {
+                tcp: Some(addr),
+                udp: None,
+            },
+            Protocol::Udp => Endpoint {
+                tcp: None,
+                udp: Some(addr),
+            },
+        };
+        match conformance::reach(net, &clock, &endpoint, PROBE_WITHIN) {
+            Ok(()) => return Ok(addr),
+            Err(unreachable) => last = Some(unreachable),
+        }
+    }
+    let last = last.map(|err| err.to_string()).unwrap_or_default();
+    anyhow::bail!("{flag}: no address of {given} answers; the last: {last}")
+}
+
 /// A number of seconds that may be zero, fractions allowed.
 fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
@@ -172,10 +221,29 @@ mod tests {
     }
 
     #[test]
-    fn addresses_must_be_ip_and_port() {
+    fn addresses_are_ips_or_names_with_a_port() {
         assert!(Cli::try_parse_from(["echokit", "serve", "--listen", "nonsense"]).is_err());
         assert!(Cli::try_parse_from(["echokit", "serve", "--listen", "[::1]:0"]).is_ok());
+        let both = [
+            "echokit",
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--listen",
+            "[::]:0",
+        ];
+        assert!(Cli::try_parse_from(both).is_ok());
         assert!(Cli::try_parse_from(["echokit", "send", "--connect", "localhost"]).is_err());
+        assert!(Cli::try_parse_from(["echokit", "send", "--connect", "localhost:7"]).is_ok());
+        let checks = [
+            "echokit",
+            "check",
+            "--connect",
+            "127.0.0.1:7",
+            "--connect",
+            "[::1]:7",
+        ];
+        assert!(Cli::try_parse_from(checks).is_ok());
     }
 
     #[test]

@@ -7,9 +7,8 @@ use clap::Args;
 use echokit::client::datagram::{send_datagrams, DatagramOptions, MAX_DATAGRAM};
 use echokit::client::{self, Error};
 use echokit::clock::MonotonicClock;
-use echokit::net::{self, Job, Network};
+use echokit::net::{self, HostPort, Job, Network, Protocol};
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,9 +16,10 @@ use std::time::Duration;
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES)]
 pub(super) struct SendArgs {
-    /// Echo server to connect to, IP:PORT.
+    /// Echo server to connect to: IP:PORT (IPv6 as [::1]:PORT) or HOST:PORT. Of a name's
+    /// several addresses, the first that answers is used, in the resolver's order.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
-    connect: SocketAddr,
+    connect: HostPort,
 
     /// File to send; "-" reads standard input.
     #[arg(long, value_name = "FILE", default_value = "-")]
@@ -70,6 +70,11 @@ impl Job for Send<'_> {
     fn run<N: Network + 'static>(self, open: fn() -> io::Result<N>) -> Self::Output {
         let Send { args, input } = self;
         let mut net = open().context("cannot open the network")?;
+        let protocol = match args.udp {
+            true => Protocol::Udp,
+            false => Protocol::Tcp,
+        };
+        let addr = super::client_addr(&mut net, "--connect", &args.connect, protocol)?;
         let mut out = open_output(&args.output)?;
         let clock = MonotonicClock::new();
         let result = if args.udp {
@@ -78,7 +83,7 @@ impl Job for Send<'_> {
                 timeout: args.timeout,
                 retries: args.retries,
             };
-            send_datagrams(&mut net, &clock, args.connect, &input, options, &mut out).map(|report| {
+            send_datagrams(&mut net, &clock, addr, &input, options, &mut out).map(|report| {
                 if report.retransmits + report.late > 0 {
                     eprintln!(
                         "echokit: {} datagrams echoed; {} sent again after a timeout, {} late echoes (reordered or duplicated)",
@@ -87,7 +92,7 @@ impl Job for Send<'_> {
                 }
             })
         } else {
-            client::send(&mut net, &clock, args.connect, &input, &mut out).map(drop)
+            client::send(&mut net, &clock, addr, &input, &mut out).map(drop)
         };
         out.flush()?;
         let err = match result {
@@ -98,6 +103,6 @@ impl Job for Send<'_> {
             }
             Err(err) => err.into(),
         };
-        Err(err.context(format!("echo via {} failed", args.connect)))
+        Err(err.context(format!("echo via {addr} failed")))
     }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use echokit::clock::MonotonicClock;
 use echokit::engine::guard::GuardConfig;
 use echokit::engine::{Config, ConnectionCount, Server, Stats};
-use echokit::net::{self, Bind, Job, Network, PortSharing, Protocol};
+use echokit::net::{self, Bind, HostPort, Job, Network, PortSharing, Protocol};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +19,14 @@ use std::time::Duration;
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES)]
 pub(super) struct ServeArgs {
-    /// Address to listen on, IP:PORT (IPv6 as [::1]:PORT); port 0 picks a free port.
-    /// Prints "listening on IP:PORT" once bound.
+    /// Address to listen on: IP:PORT (IPv6 as [::1]:PORT) or HOST:PORT, a name listened on at
+    /// every address it resolves to. Repeatable: every address is served by the same event
+    /// loop(s). An IPv6 address, [::] included, is IPv6 only: add 0.0.0.0:PORT for IPv4.
+    /// Port 0 picks a free port; later port-0 addresses take the port the first one got when
+    /// it is free there. Prints "listening on IP:PORT" once per address, in order, once all
+    /// are bound.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
-    listen: SocketAddr,
+    listen: Vec<HostPort>,
 
     /// Length of the queue of connections waiting to be accepted.
     #[arg(long, value_name = "N", default_value_t = 1024,
@@ -91,33 +95,101 @@ struct Plan {
     grace: Duration,
 }
 
+/// One address to listen on, and how the user wrote it.
+#[derive(Clone, Debug)]
+struct Listen {
+    addr: SocketAddr,
+    /// The `--listen` value, when it was a name.
+    name: Option<HostPort>,
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{} ({name})", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+/// Every address of `--listen`, names resolved, in order.
+fn addresses(given: &[HostPort]) -> anyhow::Result<Vec<Listen>> {
+    let mut all = Vec::new();
+    for hostport in given {
+        let name = hostport.ip().is_none().then(|| hostport.clone());
+        let addrs = hostport.resolve().context("--listen")?;
+        all.extend(addrs.into_iter().map(|addr| Listen {
+            addr,
+            name: name.clone(),
+        }));
+    }
+    Ok(all)
+}
+
 impl Plan {
-    /// A server on `net` listening on `addr` (TCP, then UDP on the port
-    /// TCP got); returns it and the address bound.
+    /// A server on `net` listening on every address of `addrs` (TCP, then
+    /// UDP on the port TCP got); returns it and the addresses bound, in
+    /// order. A port-0 address after the first takes the port the first
+    /// port-0 one got, when it is free there.
     fn server<N: Network>(
         &self,
         net: N,
-        addr: SocketAddr,
+        addrs: &[Listen],
         sharing: PortSharing,
-    ) -> anyhow::Result<(Server<N, Log>, SocketAddr)> {
+    ) -> anyhow::Result<(Server<N, Log>, Vec<SocketAddr>)> {
         let mut server = Server::new(net, self.config.clone(), self.count.clone(), self.log);
         let bind = Bind {
             backlog: self.backlog,
             sharing,
         };
-        let listen_error = || format!("cannot listen on {addr}");
-        let mut bound = addr;
-        if self.tcp {
-            bound = server
-                .listen(Protocol::Tcp, bound, bind)
-                .with_context(listen_error)?;
+        let mut bound = Vec::with_capacity(addrs.len());
+        let mut chosen = None;
+        for listen in addrs {
+            let port = match listen.addr.port() {
+                0 => chosen,
+                _ => None,
+            };
+            let got = self.bind(&mut server, listen, port, bind)?;
+            if listen.addr.port() == 0 {
+                chosen.get_or_insert(got.port());
+            }
+            bound.push(got);
         }
-        if self.udp {
+        Ok((server, bound))
+    }
+
+    /// Binds `listen` on `server` for each protocol served, at `port` when
+    /// given and free, else at its own port.
+    fn bind<N: Network>(
+        &self,
+        server: &mut Server<N, Log>,
+        listen: &Listen,
+        port: Option<u16>,
+        bind: Bind,
+    ) -> anyhow::Result<SocketAddr> {
+        let listen_error = || format!("cannot listen on {listen}");
+        let first = match self.tcp {
+            true => Protocol::Tcp,
+            false => Protocol::Udp,
+        };
+        let addr = listen.addr;
+        let at = port.map_or(addr, |port| SocketAddr::new(addr.ip(), port));
+        let mut bound = match server.listen(first, at, bind) {
+            Err(err) if at != addr && err.kind() == io::ErrorKind::AddrInUse => {
+                server.listen(first, addr, bind)
+            }
+            result => result,
+        }
+        .with_context(|| match first {
+            Protocol::Tcp => listen_error(),
+            Protocol::Udp => format!("{} (udp)", listen_error()),
+        })?;
+        if self.tcp && self.udp {
             bound = server
                 .listen(Protocol::Udp, bound, bind)
                 .with_context(|| format!("{} (udp)", listen_error()))?;
         }
-        Ok((server, bound))
+        Ok(bound)
     }
 
     /// Runs `server` until the plan's stop; a failure stops the others.
@@ -165,6 +237,7 @@ impl Job for Serve<'_> {
             stop: Arc::new(AtomicBool::new(false)),
             grace: args.shutdown_timeout,
         };
+        let listen = addresses(&args.listen)?;
         let signals =
             net::watch_termination(&plan.stop).context("cannot watch for termination signals")?;
         let net = open().context("cannot open the network")?;
@@ -178,18 +251,26 @@ impl Job for Serve<'_> {
             1 => PortSharing::Alone,
             _ => PortSharing::First,
         };
-        let (mut server, bound) = plan.server(net, args.listen, sharing)?;
+        let (mut server, bound) = plan.server(net, &listen, sharing)?;
+        let joined: Vec<Listen> = (listen.iter().zip(&bound))
+            .map(|(given, &addr)| Listen {
+                addr,
+                name: given.name.clone(),
+            })
+            .collect();
         let workers = (1..loops)
-            .map(|number| start_worker(&plan, open, bound, number))
+            .map(|number| start_worker(&plan, open, joined.clone(), number))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut stdout = io::stdout().lock();
-        writeln!(stdout, "listening on {bound}")?;
+        for addr in &bound {
+            writeln!(stdout, "listening on {addr}")?;
+        }
         stdout.flush()?;
-        if !bound.ip().is_loopback() {
+        for addr in bound.iter().filter(|addr| !addr.ip().is_loopback()) {
             level.say(
                 Level::Errors,
                 format_args!(
-                    "warning: {bound} is not a loopback address; the echo service is reachable from the network"
+                    "warning: {addr} is not a loopback address; the echo service is reachable from the network"
                 ),
             );
         }
@@ -247,12 +328,12 @@ fn event_loops(requested: Option<u32>, threads: bool, level: Level) -> usize {
 }
 
 /// Starts event loop `number` on its own thread, on a network `open`
-/// opens there, serving `bound`; returns once it listens, or with the
-/// reason it cannot.
+/// opens there, serving `bound` (the addresses the first loop bound);
+/// returns once it listens, or with the reason it cannot.
 fn start_worker<N: Network + 'static>(
     plan: &Plan,
     open: fn() -> io::Result<N>,
-    bound: SocketAddr,
+    bound: Vec<Listen>,
     number: usize,
 ) -> anyhow::Result<JoinHandle<io::Result<Stats>>> {
     let (listening, started) = mpsc::channel();
@@ -261,7 +342,7 @@ fn start_worker<N: Network + 'static>(
         .name(format!("echokit-worker-{number}"))
         .spawn(move || {
             let server = (open().context("cannot open the network"))
-                .and_then(|net| plan.server(net, bound, PortSharing::Join));
+                .and_then(|net| plan.server(net, &bound, PortSharing::Join));
             match server {
                 Ok((mut server, _)) => {
                     let _ = listening.send(Ok(()));

@@ -30,6 +30,7 @@ pub mod faults;
 #[cfg(any(test, feature = "simulation"))]
 pub mod loopback;
 
+mod name;
 #[cfg(not(target_os = "wasi"))]
 mod native;
 #[cfg(not(target_os = "wasi"))]
@@ -39,10 +40,17 @@ mod uring;
 #[cfg(target_os = "wasi")]
 mod wasi;
 
+pub use name::{BadAddress, HostPort};
 #[cfg(not(target_os = "wasi"))]
 pub use native::{cpu_time, raise_open_files, watch_termination, NativeNetwork};
 #[cfg(target_os = "linux")]
 pub use uring::{Setup, UringNetwork};
+// The resolver for host names: the system's natively, wasi:sockets'
+// ip-name-lookup in the WebAssembly build.
+#[cfg(not(target_os = "wasi"))]
+use sockets::resolve;
+#[cfg(target_os = "wasi")]
+use wasi::resolve;
 #[cfg(target_os = "wasi")]
 pub use wasi::{cpu_time, raise_open_files, watch_termination, WasiNetwork};
 

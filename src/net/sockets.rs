@@ -1,11 +1,12 @@
 //! Socket creation shared by the host backends (epoll and io_uring):
 //! binding as [`PortSharing`] says, IPv6 only for IPv6 addresses, and
-//! client sockets bound to a local IP without a port.
+//! client sockets bound to a local IP without a port; and host names
+//! resolved by the system's resolver.
 
 use super::{Bind, Capabilities, PortSharing};
 use socket2::{Domain, Socket, Type};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 /// A socket of `kind` bound to `addr` as `sharing` says: IPv6 addresses
 /// are IPv6 only whatever `net.ipv6.bindv6only` says, and a restarted
@@ -93,4 +94,10 @@ fn bind_address_no_port(socket: &Socket) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn bind_address_no_port(_socket: &Socket) -> io::Result<()> {
     Ok(())
+}
+
+/// The addresses the system's resolver (`getaddrinfo`, with
+/// `/etc/hosts`) gives for host name `name`, in its order.
+pub(super) fn resolve(name: &str) -> io::Result<Vec<IpAddr>> {
+    Ok((name, 0).to_socket_addrs()?.map(|addr| addr.ip()).collect())
 }

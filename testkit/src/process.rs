@@ -155,9 +155,13 @@ impl ServerProcess {
                 let mut reader = BufReader::new(stdout);
                 let mut line = String::new();
                 let _ = tx.send(reader.read_line(&mut line).map(|_| line));
+                // Line by line, so that later lines (more `listening on`
+                // lines, say) can be read while the server runs.
                 let mut buf = Vec::new();
-                let _ = reader.read_to_end(&mut buf);
-                lock(&rest).extend_from_slice(&buf);
+                while matches!(reader.read_until(b'\n', &mut buf), Ok(1..)) {
+                    lock(&rest).extend_from_slice(&buf);
+                    buf.clear();
+                }
             });
         }
         Ok(ServerProcess {

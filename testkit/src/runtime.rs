@@ -34,6 +34,10 @@ pub struct Runtime {
     /// The arguments that grant the network.
     #[serde(default)]
     pub network: Vec<String>,
+    /// The arguments that also grant host-name lookup
+    /// (`wasi:sockets/ip-name-lookup`), added after `network` when asked.
+    #[serde(default)]
+    pub name_lookup: Vec<String>,
     /// The arguments that preopen one directory `{dir}` at its own path.
     #[serde(default)]
     pub dir: Vec<String>,
@@ -133,6 +137,7 @@ fn one_line(line: &str) -> Result<Runtime, String> {
         default: false,
         command: template.split_whitespace().map(str::to_owned).collect(),
         network: vec!["-S".into(), "inherit-network".into()],
+        name_lookup: vec!["-S".into(), "allow-ip-name-lookup".into()],
         dir: vec!["--dir".into(), "{dir}::{dir}".into()],
         install: setup(),
         processes_at_once: None,
@@ -141,12 +146,23 @@ fn one_line(line: &str) -> Result<Runtime, String> {
 
 impl Runtime {
     /// A command running `wasm` (echokit's arguments still to add), with
-    /// the network when `network`, and `dirs` preopened.
-    pub fn command(&self, network: bool, dirs: &[PathBuf]) -> Result<Command, String> {
+    /// the network when `network` (and name lookup too when
+    /// `name_lookup`), and `dirs` preopened.
+    pub fn command(
+        &self,
+        network: bool,
+        name_lookup: bool,
+        dirs: &[PathBuf],
+    ) -> Result<Command, String> {
         let mut words: Vec<String> = Vec::new();
         for word in &self.command {
             match word.as_str() {
-                "{network}" if network => words.extend(self.network.iter().cloned()),
+                "{network}" if network => {
+                    words.extend(self.network.iter().cloned());
+                    if name_lookup {
+                        words.extend(self.name_lookup.iter().cloned());
+                    }
+                }
                 "{network}" => {}
                 "{dirs}" => {
                     for dir in dirs {

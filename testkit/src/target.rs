@@ -59,6 +59,9 @@ pub struct Target {
     pub variant: Option<String>,
     /// For wasm: grant the network (the normal case).
     pub network: bool,
+    /// For wasm: with the network, grant host-name lookup too (for
+    /// addresses written as names).
+    pub name_lookup: bool,
     /// For wasm: directories to preopen, each at its own host path, so
     /// that file arguments mean the same in both builds. (A WASI program
     /// reaches only the directories it is given.)
@@ -72,6 +75,7 @@ impl Target {
             build,
             variant: None,
             network: true,
+            name_lookup: false,
             dirs: Vec::new(),
         }
     }
@@ -102,6 +106,14 @@ impl Target {
     pub fn without_network(self) -> Self {
         Target {
             network: false,
+            ..self
+        }
+    }
+
+    /// With host-name lookup granted as well as the network (wasm only).
+    pub fn with_name_lookup(self) -> Self {
+        Target {
+            name_lookup: true,
             ..self
         }
     }
@@ -137,7 +149,7 @@ impl Target {
                     Some(name) => runtime::named(name)?,
                     None => runtime::default()?,
                 };
-                runtime.command(self.network, &self.dirs)
+                runtime.command(self.network, self.name_lookup, &self.dirs)
             }
         }
     }

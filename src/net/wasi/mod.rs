@@ -10,10 +10,12 @@
 mod convert;
 mod datagram;
 mod poll;
+mod resolve;
 
 use self::convert::{family, from_wasi_addr, stream_error, to_io, to_wasi_addr};
 use self::datagram::Datagram;
 use self::poll::HostBudget;
+pub(super) use self::resolve::resolve;
 use super::{
     not_a, Bind, Capabilities, Close, Interest, Network, OpenFiles, PortSharing, SocketId, Spliced,
 };
