@@ -1,15 +1,21 @@
-//! Addresses as users write them, on both server builds (native, and wasm
-//! on the default runtime): `[::]` is IPv6 only, several `--listen`
+//! Addresses as users write them, on every way to run echokit
+//! (`Target::every`: native on each backend, the component on each
+//! runtime), one named test per target (`wildcard_v6_is_ipv6_only::wasm@jco`):
+//! `[::]` is IPv6 only, several `--listen`
 //! addresses serve both families, host names (`localhost`) for servers and
 //! clients, a name that does not resolve, and the wasm build without name
 //! lookup granted. Traffic goes to loopback only; the unresolvable name is
 //! under `.invalid` (RFC 6761), which resolvers answer without the network.
 
+// Host-only: it starts processes. Built for WASI (as `cargo clippy
+// --all-targets --target wasm32-wasip2` does) there is nothing to test.
+#![cfg_attr(target_os = "wasi", no_main)]
 #![cfg(not(target_os = "wasi"))]
 
+use libtest_mimic::{Arguments, Trial};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use testkit::process::finish_within;
 use testkit::{Build, ServerProcess, StderrTo, Target};
@@ -82,12 +88,9 @@ fn both(port: u16) -> [SocketAddr; 2] {
     [(V4, port).into(), (V6, port).into()]
 }
 
-fn wildcard_v6_is_ipv6_only(build: Build) {
+fn wildcard_v6_is_ipv6_only(target: &Target) {
     // No name in the addresses: the wasm build runs without name lookup.
-    let server = serve(
-        &Target::new(build),
-        &["--listen", "[::]:0", "--tcp", "--udp"],
-    );
+    let server = serve(target, &["--listen", "[::]:0", "--tcp", "--udp"]);
     let [v4, v6] = both(server.addr.port());
     tcp_echo(v6).unwrap_or_else(|err| panic!("TCP over IPv6 to {v6}: {err}"));
     assert!(udp_echoes(v6), "no UDP echo from {v6}");
@@ -100,7 +103,7 @@ fn wildcard_v6_is_ipv6_only(build: Build) {
     assert!(!udp_echoes(v4), "[::] must not echo IPv4 datagrams ({v4})");
 }
 
-fn two_listeners_serve_both_families(build: Build) {
+fn two_listeners_serve_both_families(target: &Target) {
     let args = [
         "--listen",
         "0.0.0.0:0",
@@ -109,7 +112,7 @@ fn two_listeners_serve_both_families(build: Build) {
         "--tcp",
         "--udp",
     ];
-    let server = serve(&Target::new(build), &args);
+    let server = serve(target, &args);
     let addrs = listening(&server, 2);
     let port = addrs[0].port();
     assert_eq!(addrs[0], SocketAddr::from(([0, 0, 0, 0], port)));
@@ -128,7 +131,7 @@ fn two_listeners_serve_both_families(build: Build) {
     for addr in [&v4, &v6] {
         args.extend(["--connect", addr, "--udp-connect", addr]);
     }
-    let (code, out, err) = run(&Target::new(build), &args, b"");
+    let (code, out, err) = run(target, &args, b"");
     assert_eq!(code, Some(0), "check: {out}{err}");
     for addr in [&v4, &v6] {
         assert!(
@@ -166,14 +169,19 @@ fn network_error(build: Build) -> Option<i32> {
     }
 }
 
-fn localhost_for_server_and_clients(build: Build) {
-    let named = Target::new(build).with_name_lookup();
+fn localhost_for_server_and_clients(target: &Target) {
+    let named = target.clone().with_name_lookup();
     let server = serve(&named, &["--listen", "localhost:0", "--tcp", "--udp"]);
     let port = server.addr.port();
     assert!(server.addr.ip().is_loopback(), "{}", server.line);
     let at = format!("localhost:{port}");
-    for client in Build::ALL {
-        let client = Target::new(client).with_name_lookup();
+    // The native client, and the server's own build and runtime.
+    let mut clients = vec![Target::new(Build::Native)];
+    if target.build == Build::Wasm {
+        clients.push(target.clone());
+    }
+    for client in clients {
+        let client = client.with_name_lookup();
         for udp in [false, true] {
             let mut args = vec!["send", "--connect", &at];
             args.extend(udp.then_some("--udp"));
@@ -200,8 +208,8 @@ fn localhost_for_server_and_clients(build: Build) {
     }
 }
 
-fn unresolvable_name_fails_fast(build: Build) {
-    let named = Target::new(build).with_name_lookup();
+fn unresolvable_name_fails_fast(target: &Target) {
+    let named = target.clone().with_name_lookup();
     let at = format!("{UNRESOLVABLE}:7");
     let commands: [&[&str]; 3] = [
         &["serve", "--listen", &at],
@@ -215,7 +223,7 @@ fn unresolvable_name_fails_fast(build: Build) {
         let line = format!("echokit: {flag}: cannot resolve {UNRESOLVABLE}: ");
         assert!(err.starts_with(&line), "{args:?}: {err:?}");
         assert_eq!(err.lines().count(), 1, "one line: {err:?}");
-        assert_eq!(code, network_error(build), "{args:?}: {err}");
+        assert_eq!(code, network_error(target.build), "{args:?}: {err}");
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "{args:?} was slow"
@@ -223,69 +231,19 @@ fn unresolvable_name_fails_fast(build: Build) {
     }
 }
 
-fn failed_listener_names_its_address(build: Build) {
+fn failed_listener_names_its_address(target: &Target) {
     let taken = serve(&Target::new(Build::Native), &["--listen", "127.0.0.1:0"]);
     let busy = taken.addr.to_string();
     let args = ["serve", "--listen", "127.0.0.1:0", "--listen", &busy];
-    let (code, out, err) = run(&Target::new(build), &args, b"");
-    assert_eq!(code, network_error(build), "{err}");
+    let (code, out, err) = run(target, &args, b"");
+    assert_eq!(code, network_error(target.build), "{err}");
     assert_eq!(out, "", "nothing starts unless every address is bound");
     assert!(err.contains(&format!("cannot listen on {busy}")), "{err}");
 }
 
-#[test]
-fn wildcard_v6_is_ipv6_only_native() {
-    wildcard_v6_is_ipv6_only(Build::Native);
-}
-
-#[test]
-fn wildcard_v6_is_ipv6_only_wasm() {
-    wildcard_v6_is_ipv6_only(Build::Wasm);
-}
-
-#[test]
-fn two_listeners_serve_both_families_native() {
-    two_listeners_serve_both_families(Build::Native);
-}
-
-#[test]
-fn two_listeners_serve_both_families_wasm() {
-    two_listeners_serve_both_families(Build::Wasm);
-}
-
-#[test]
-fn localhost_for_server_and_clients_native() {
-    localhost_for_server_and_clients(Build::Native);
-}
-
-#[test]
-fn localhost_for_server_and_clients_wasm() {
-    localhost_for_server_and_clients(Build::Wasm);
-}
-
-#[test]
-fn unresolvable_name_fails_fast_native() {
-    unresolvable_name_fails_fast(Build::Native);
-}
-
-#[test]
-fn unresolvable_name_fails_fast_wasm() {
-    unresolvable_name_fails_fast(Build::Wasm);
-}
-
-#[test]
-fn failed_listener_names_its_address_native() {
-    failed_listener_names_its_address(Build::Native);
-}
-
-#[test]
-fn failed_listener_names_its_address_wasm() {
-    failed_listener_names_its_address(Build::Wasm);
-}
-
-#[test]
-fn wasm_without_name_lookup_names_the_flag() {
-    let denied = Target::new(Build::Wasm);
+/// The component on `target`'s runtime, name lookup not granted.
+fn without_name_lookup_names_the_flag(target: &Target) {
+    let denied = target.clone();
     for args in [
         &["serve", "--listen", "localhost:0"][..],
         &["send", "--connect", "localhost:7"],
@@ -295,4 +253,56 @@ fn wasm_without_name_lookup_names_the_flag() {
         assert!(err.contains("cannot resolve localhost"), "{args:?}: {err}");
         assert!(err.contains("-S allow-ip-name-lookup"), "{args:?}: {err}");
     }
+}
+
+/// One test: its name and what it runs on a target.
+type Test = (&'static str, fn(&Target));
+
+const TESTS: &[Test] = &[
+    ("wildcard_v6_is_ipv6_only", wildcard_v6_is_ipv6_only),
+    (
+        "two_listeners_serve_both_families",
+        two_listeners_serve_both_families,
+    ),
+    (
+        "localhost_for_server_and_clients",
+        localhost_for_server_and_clients,
+    ),
+    ("unresolvable_name_fails_fast", unresolvable_name_fails_fast),
+    (
+        "failed_listener_names_its_address",
+        failed_listener_names_its_address,
+    ),
+];
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let targets = match Target::every() {
+        Ok(targets) => targets,
+        Err(err) => {
+            eprintln!("addresses: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut trials = Vec::new();
+    for target in &targets {
+        let mut tests = TESTS.to_vec();
+        if target.build == Build::Wasm {
+            tests.push((
+                "without_name_lookup_names_the_flag",
+                without_name_lookup_names_the_flag,
+            ));
+        }
+        for (name, test) in tests {
+            let target = target.clone();
+            trials.push(Trial::test(
+                format!("{name}::{}", target.label()),
+                move || {
+                    test(&target);
+                    Ok(())
+                },
+            ));
+        }
+    }
+    libtest_mimic::run(&args, trials).exit_code()
 }
