@@ -23,7 +23,7 @@ use testkit::{Build, ServerProcess, StderrTo, Target};
 /// Connections open at once.
 const CONNECTIONS: u64 = 5_000;
 /// Messages per second over all of them, and their size.
-const RATE: &str = "2500";
+const RATE: u64 = 2_500;
 const SIZE: u64 = 128;
 /// How fast they are opened (each server's backlog is 1,024).
 const CONNECT_RATE: &str = "5000";
@@ -52,7 +52,7 @@ fn scale(build: Build) {
             "--connections",
             &CONNECTIONS.to_string(),
             "--rate",
-            RATE,
+            &RATE.to_string(),
             "--size",
             &SIZE.to_string(),
             "--connect-rate",
@@ -71,6 +71,14 @@ fn scale(build: Build) {
     assert_eq!(counts.lost, 0, "{line}");
     assert!(counts.requests > 0, "no echo completed: {line}");
     assert_eq!(counts.bytes, counts.requests * SIZE, "{line}");
+    // Every message is echoed but those still in flight at the end: at
+    // most half a second's worth.
+    assert!(
+        counts.sent.saturating_sub(counts.requests) <= RATE / 2,
+        "{} of {} messages sent were not echoed: {line}",
+        counts.sent.saturating_sub(counts.requests),
+        counts.sent
+    );
     assert!(
         report.connected_ns.is_some(),
         "not all {CONNECTIONS} connections were up and echoing: {line}"
