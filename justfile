@@ -104,6 +104,12 @@ bench-engine:
 footprint: build build-wasm
     cargo bench --bench footprint
 
+# The most concurrent TCP connections one server process holds (the
+# open-files limit's worth), idle and echoing 20,000 msg/s, for both builds;
+# ECHOKIT_SCALE_SECS=30 s under load. Prints the README's table.
+scale: build build-wasm
+    ECHOKIT_BIN=target/release/echokit cargo bench --profile ci --bench scale
+
 # Fails on a wrong byte or on RSS growth over 10% after warm-up.
 
 # Each build under full load for ECHOKIT_SOAK_SECS (default 60) seconds.

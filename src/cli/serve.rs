@@ -247,6 +247,7 @@ impl Job for Serve<'_> {
             format_args!("I/O backend: {}", capabilities.name),
         );
         let loops = event_loops(args.workers, capabilities.threads, level);
+        open_files(args.max_connections, loops, level);
         let sharing = match loops {
             1 => PortSharing::Alone,
             _ => PortSharing::First,
@@ -359,6 +360,67 @@ fn start_worker<N: Network + 'static>(
         Ok(Ok(())) => Ok(worker),
         Ok(Err(err)) => Err(err.context(format!("worker {number} cannot serve"))),
         Err(_) => anyhow::bail!("worker {number} ended before it could serve"),
+    }
+}
+
+/// Descriptors a server needs besides its connections: stdin, stdout and
+/// stderr, a few spares (the runtime's, a resolver's), and for each event
+/// loop its listeners (TCP, UDP) and its own (epoll or io_uring, waker,
+/// timer, an accept in progress).
+fn descriptor_margin(loops: usize) -> u64 {
+    3 + 8 + 6 * loops as u64
+}
+
+/// Raises the open-files limit to the hard limit, as nginx's
+/// `worker_rlimit_nofile` does: one descriptor per connection. Says so
+/// under `-v`; warns once when even the raised limit is below what
+/// `--max-connections` needs.
+fn open_files(max_connections: u32, loops: usize, level: Level) {
+    let limit = match net::raise_open_files() {
+        Ok(Some(limit)) => limit,
+        Ok(None) => {
+            level.say(
+                Level::Connections,
+                format_args!(
+                    "open files limit: the WebAssembly runtime's, which this build cannot \
+                     read or raise (wasmtime inherits the shell's `ulimit -n`)"
+                ),
+            );
+            return;
+        }
+        Err(err) => {
+            level.say(
+                Level::Errors,
+                format_args!("warning: cannot raise the open files limit: {err}"),
+            );
+            return;
+        }
+    };
+    match limit.before < limit.now {
+        true => level.say(
+            Level::Connections,
+            format_args!("open files limit: raised {} → {}", limit.before, limit.now),
+        ),
+        false => level.say(
+            Level::Connections,
+            format_args!("open files limit: {}", limit.now),
+        ),
+    }
+    let needed = u64::from(max_connections) + descriptor_margin(loops);
+    if limit.now < needed {
+        level.say(
+            Level::Errors,
+            format_args!(
+                "warning: the open files limit is {}, below the {needed} that \
+                 --max-connections {max_connections} needs (one per connection, {} for \
+                 listeners, stdio and {loops} event loops); connections past the limit \
+                 fail to be accepted. Raise the hard limit: `ulimit -Hn {needed}` (as root) \
+                 before starting, LimitNOFILE={needed} in a systemd unit, or --ulimit \
+                 nofile={needed} for docker; or lower --max-connections",
+                limit.now,
+                descriptor_margin(loops)
+            ),
+        );
     }
 }
 

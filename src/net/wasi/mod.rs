@@ -11,11 +11,13 @@ mod convert;
 mod datagram;
 mod poll;
 mod resolve;
+mod watch;
 
 use self::convert::{family, from_wasi_addr, stream_error, to_io, to_wasi_addr};
 use self::datagram::Datagram;
 use self::poll::HostBudget;
 pub(super) use self::resolve::resolve;
+use self::watch::Watched;
 use super::{
     not_a, Bind, Capabilities, Close, Interest, Network, OpenFiles, PortSharing, SocketId, Spliced,
 };
@@ -34,6 +36,11 @@ use std::time::Duration;
 
 /// Sockets granted to this component by its WASI runtime.
 pub struct WasiNetwork {
+    /// The sockets [`Network::wait`] polls, kept between waits: see
+    /// [`Watched`].
+    watched: Watched,
+    /// The UDP sockets, whose queues each wait flushes.
+    datagrams: Vec<SocketId>,
     sockets: Slab<Entry>,
     /// Closed connections whose output is not writable yet. Wasmtime (48)
     /// makes dropping an output stream wait until its last write is out and
@@ -43,6 +50,13 @@ pub struct WasiNetwork {
     lingering: Vec<Stream>,
     network: WasiNet,
     budget: HostBudget,
+    /// When (monotonic nanoseconds) a wait polls the cold sockets next
+    /// even if hot ones are ready: see [`watch`].
+    cold_due: u64,
+    /// Whether the last poll of every socket found one ready.
+    busy: bool,
+    /// The monotonic clock (nanoseconds) when the last wait began.
+    now: u64,
     /// Whether [`Network::splice`] splices: see [`WasiNetwork::splicing`].
     splice: bool,
 }
@@ -50,6 +64,19 @@ pub struct WasiNetwork {
 struct Entry {
     socket: Socket,
     interest: Interest,
+    /// Where the socket is in [`WasiNetwork::watched`], if it is.
+    watch: Option<usize>,
+    /// When (monotonic nanoseconds) it was last found ready, or last
+    /// changed its interest: see [`Entry::may_cool`].
+    since: u64,
+}
+
+impl Entry {
+    /// Whether a wait polls this socket: it waits for something, or it is
+    /// a UDP socket (whose queued datagrams need the runtime's permit).
+    fn watched(&self) -> bool {
+        self.interest != Interest::NONE || matches!(self.socket, Socket::Datagram(_))
+    }
 }
 
 enum Socket {
@@ -158,10 +185,15 @@ impl WasiNetwork {
     /// reading and writing, which every runtime supports.
     pub fn new() -> io::Result<Self> {
         Ok(WasiNetwork {
+            watched: Watched::default(),
+            datagrams: Vec::new(),
             sockets: Slab::new(),
             lingering: Vec::new(),
             network: instance_network(),
             budget: HostBudget::default(),
+            cold_due: 0,
+            busy: false,
+            now: 0,
             splice: false,
         })
     }
@@ -177,10 +209,14 @@ impl WasiNetwork {
     }
 
     fn insert(&mut self, socket: Socket) -> SocketId {
-        SocketId(self.sockets.insert(Entry {
+        let id = SocketId(self.sockets.insert(Entry {
             socket,
             interest: Interest::NONE,
-        }))
+            watch: None,
+            since: self.now,
+        }));
+        self.watched.update(id, &mut self.sockets);
+        id
     }
 
     fn stream(&mut self, id: SocketId) -> io::Result<&mut Stream> {
@@ -387,7 +423,9 @@ impl Network for WasiNetwork {
             return Err(single_event_loop());
         }
         let datagram = Datagram::bind(&self.network, addr)?;
-        Ok(self.insert(Socket::Datagram(datagram)))
+        let id = self.insert(Socket::Datagram(datagram));
+        self.datagrams.push(id);
+        Ok(id)
     }
 
     fn recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
@@ -499,6 +537,8 @@ impl Network for WasiNetwork {
     /// Always in order: WASI 0.2 has no `SO_LINGER`, so no reset. A UDP
     /// socket's queued datagrams go out if the runtime takes them now.
     fn close(&mut self, id: SocketId, _how: Close) {
+        self.watched.remove(id, &mut self.sockets);
+        self.datagrams.retain(|&other| other != id);
         match self.sockets.try_remove(id.0).map(|entry| entry.socket) {
             Some(Socket::Stream(stream)) if !stream.droppable() => self.lingering.push(stream),
             Some(Socket::Datagram(mut datagram)) => datagram.flush(&mut self.budget),
@@ -512,7 +552,11 @@ impl Network for WasiNetwork {
 
     fn set_interest(&mut self, id: SocketId, interest: Interest) {
         if let Some(entry) = self.sockets.get_mut(id.0) {
-            entry.interest = interest;
+            if entry.interest != interest {
+                entry.interest = interest;
+                entry.since = self.now;
+                self.watched.update(id, &mut self.sockets);
+            }
         }
     }
 

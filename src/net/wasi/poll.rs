@@ -1,6 +1,7 @@
 //! The wasi backend's event loop: one `wasi:io/poll::poll` over the
-//! pollables of every socket that waits for something, and the care that
-//! wasmtime's scheduling needs around it.
+//! pollables of every socket that waits for something (the list of them
+//! kept between waits, [`super::Watched`]), and the care that wasmtime's
+//! scheduling needs around it.
 
 use super::{Entry, Link, Socket, WasiNetwork};
 use crate::net::{nothing_to_wait_for, Interest, SocketId};
@@ -51,6 +52,25 @@ impl HostBudget {
     }
 }
 
+/// The least time between two polls of the cold sockets while hot ones
+/// keep the loop busy, in nanoseconds.
+const COLD_PERIOD_MIN: u64 = 1_000_000;
+
+/// The time between two polls of the cold sockets for each watched
+/// socket, in nanoseconds: twice what wasmtime 48's `poll` was measured to
+/// take per pollable (about 0.6 µs here), so that at most a third of a
+/// busy loop's time goes to polling sockets that are not ready.
+const COLD_PERIOD_PER_SOCKET: u64 = 1_200;
+
+/// Which sockets one poll looks at.
+#[derive(Clone, Copy, Debug)]
+enum Tier {
+    /// The hot ones only.
+    Hot,
+    /// All of them.
+    All,
+}
+
 /// Whose pollable one entry of a poll list is.
 #[derive(Clone, Copy, Debug)]
 enum Owner {
@@ -87,13 +107,36 @@ impl Entry {
     }
 }
 
+/// Polls each chunk of `pollables` without blocking, with a fresh budget
+/// for each: the owners of the ready ones.
+fn sweep(pollables: &[&Pollable], owners: &[Owner], budget: &mut HostBudget) -> Vec<Owner> {
+    let now = monotonic_clock::subscribe_duration(0);
+    let mut found = Vec::new();
+    for (pollables, owners) in pollables.chunks(POLL_CHUNK).zip(owners.chunks(POLL_CHUNK)) {
+        budget.refill();
+        let mut list = pollables.to_vec();
+        list.push(&now);
+        let ready_indices = poll::poll(&list);
+        budget.spend(ready_indices.len());
+        found.extend(ready_indices.iter().filter_map(|&i| owners.get(i as usize)));
+    }
+    found
+}
+
 impl WasiNetwork {
     /// [`crate::net::Network::wait`] on WASI.
+    ///
+    /// The sockets to poll come from [`super::Watched`], kept between waits, not
+    /// from a walk over every socket. While the loop is busy (the last
+    /// poll of every socket found one ready), a wait polls the hot ones
+    /// until the cold ones are due, then every socket without blocking;
+    /// idle, it polls every socket with the caller's timeout.
     pub(super) fn wait_ready(
         &mut self,
         timeout: Option<Duration>,
         ready: &mut Vec<SocketId>,
     ) -> io::Result<()> {
+        self.now = monotonic_clock::now();
         let received = self.flush_datagrams();
         // Datagrams already received are ready now: only look for others.
         let timeout = if received.is_empty() {
@@ -102,17 +145,69 @@ impl WasiNetwork {
             ready.extend(&received);
             Some(Duration::ZERO)
         };
-        let mut pollables: Vec<&Pollable> = Vec::new();
-        let mut owners: Vec<Owner> = Vec::new();
-        for (key, entry) in &self.sockets {
+        let mut timeout = timeout;
+        if self.busy && self.watched.has_cold() && self.now < self.cold_due {
+            // Busy: wait for a hot socket, but no longer than the cold
+            // ones may go unpolled.
+            let until_due = Duration::from_nanos(self.cold_due - self.now);
+            let (found, quiet) = self.poll(
+                Tier::Hot,
+                Some(timeout.map_or(until_due, |t| t.min(until_due))),
+            )?;
+            if !found.is_empty() {
+                self.mark_ready(&found, ready);
+                self.cool(&quiet);
+                return Ok(());
+            }
+            // The cold ones are due, or the caller's timeout is up.
+            timeout = Some(Duration::ZERO);
+        }
+        let (found, quiet) = self.poll(Tier::All, timeout)?;
+        let all = self.watched.all().len() as u64;
+        self.cold_due =
+            monotonic_clock::now() + (COLD_PERIOD_PER_SOCKET * all).max(COLD_PERIOD_MIN);
+        // Idle, the next wait blocks on every socket at once.
+        self.busy = !found.is_empty() || !ready.is_empty();
+        self.mark_ready(&found, ready);
+        self.cool(&quiet);
+        Ok(())
+    }
+
+    /// One `poll` over the pollables of `tier` and of the lingering
+    /// streams, with `timeout`: the owners of the ready ones, and the hot
+    /// sockets polled that may go cold if they were not ready.
+    ///
+    /// Only when so many come back ready that wasmtime's budget may have
+    /// cut the answer short does a second, non-blocking pass look at each
+    /// chunk with a fresh budget.
+    fn poll(
+        &mut self,
+        tier: Tier,
+        timeout: Option<Duration>,
+    ) -> io::Result<(Vec<Owner>, Vec<SocketId>)> {
+        let now = self.now;
+        let ids = match tier {
+            Tier::Hot => self.watched.hot(),
+            Tier::All => self.watched.all(),
+        };
+        let mut pollables: Vec<&Pollable> = Vec::with_capacity(2 * ids.len() + 1);
+        let mut owners: Vec<Owner> = Vec::with_capacity(2 * ids.len());
+        let mut quiet = Vec::new();
+        for (index, &id) in ids.iter().enumerate() {
+            let Some(entry) = self.sockets.get(id.0) else {
+                continue;
+            };
+            if index < self.watched.hot().len() && entry.may_cool(now) {
+                quiet.push(id);
+            }
             let (on_read, on_write) = entry.pollables();
             if let Some(on_read) = on_read {
                 pollables.push(on_read);
-                owners.push(Owner::Read(SocketId(key)));
+                owners.push(Owner::Read(id));
             }
             if let Some(on_write) = on_write {
                 pollables.push(on_write);
-                owners.push(Owner::Write(SocketId(key)));
+                owners.push(Owner::Write(id));
             }
         }
         for (index, stream) in self.lingering.iter().enumerate() {
@@ -121,27 +216,7 @@ impl WasiNetwork {
                 owners.push(Owner::Lingering(index));
             }
         }
-        if pollables.len() > POLL_CHUNK {
-            // Wasmtime checks a poll list in its own order and only up to
-            // its budget: with hundreds of sockets ready at once the same
-            // ones would win every time. Look at every chunk with a fresh
-            // budget, without blocking.
-            let now = monotonic_clock::subscribe_duration(0);
-            let mut found = Vec::new();
-            for (pollables, owners) in pollables.chunks(POLL_CHUNK).zip(owners.chunks(POLL_CHUNK)) {
-                self.budget.refill();
-                let mut list = pollables.to_vec();
-                list.push(&now);
-                let ready_indices = poll::poll(&list);
-                self.budget.spend(ready_indices.len());
-                found.extend(ready_indices.iter().filter_map(|&i| owners.get(i as usize)));
-            }
-            if !found.is_empty() {
-                drop(pollables);
-                self.mark_ready(&found, ready);
-                return Ok(());
-            }
-        }
+        let crowded = pollables.len() > POLL_CHUNK;
         let timer = timeout.map(|timeout| {
             let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
             monotonic_clock::subscribe_duration(nanos)
@@ -152,17 +227,42 @@ impl WasiNetwork {
         if pollables.is_empty() {
             return Err(nothing_to_wait_for());
         }
+        if crowded {
+            // A full budget for the poll: fewer ready than it allows then
+            // means every ready pollable was seen.
+            self.budget.refill();
+        }
         let ready_indices = poll::poll(&pollables);
+        // Each ready pollable used a unit of the budget.
+        self.budget.spend(ready_indices.len());
+        let mut found: Vec<Owner> = (ready_indices.iter())
+            .filter_map(|&i| owners.get(i as usize).copied())
+            .collect();
+        if crowded && found.len() >= BUDGET {
+            // Wasmtime checks a poll list in its own order and only up to
+            // its budget: with hundreds of sockets ready at once the same
+            // ones would win every time. Look at every chunk with a fresh
+            // budget, without blocking.
+            found = sweep(&pollables[..owners.len()], &owners, &mut self.budget);
+        }
         // Pollables go before the streams and sockets they came from.
         drop(pollables);
         drop(timer);
-        // Each ready pollable used a unit of the budget.
-        self.budget.spend(ready_indices.len());
-        let found: Vec<Owner> = (ready_indices.iter())
-            .filter_map(|&i| owners.get(i as usize).copied())
+        Ok((found, quiet))
+    }
+
+    /// Makes the sockets in `quiet` cold, unless they were just found
+    /// ready (which made them recent again).
+    fn cool(&mut self, quiet: &[SocketId]) {
+        let now = self.now;
+        let still: Vec<SocketId> = (quiet.iter().copied())
+            .filter(|id| {
+                self.sockets
+                    .get(id.0)
+                    .is_some_and(|entry| entry.may_cool(now))
+            })
             .collect();
-        self.mark_ready(&found, ready);
-        Ok(())
+        self.watched.cool(&still, &mut self.sockets);
     }
 
     /// Sends what every UDP socket queued, as far as the runtime permits;
@@ -170,11 +270,16 @@ impl WasiNetwork {
     /// datagrams.
     fn flush_datagrams(&mut self) -> Vec<SocketId> {
         let mut received = Vec::new();
-        for (key, entry) in &mut self.sockets {
-            if let Socket::Datagram(datagram) = &mut entry.socket {
+        for &id in &self.datagrams {
+            if let Some(Entry {
+                socket: Socket::Datagram(datagram),
+                interest,
+                ..
+            }) = self.sockets.get_mut(id.0)
+            {
                 datagram.flush(&mut self.budget);
-                if entry.interest.read && datagram.has_received() {
-                    received.push(SocketId(key));
+                if interest.read && datagram.has_received() {
+                    received.push(id);
                 }
             }
         }
@@ -200,6 +305,12 @@ impl WasiNetwork {
                     continue;
                 }
             };
+            if let Some(entry) = self.sockets.get_mut(id.0) {
+                entry.since = self.now;
+                if let Some(index) = entry.watch {
+                    self.watched.heat(index, &mut self.sockets);
+                }
+            }
             if ready.last() != Some(&id) {
                 ready.push(id);
             }
