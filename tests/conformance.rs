@@ -180,11 +180,12 @@ fn client_processes(s: &Scenario) -> usize {
     }
 }
 
-/// The test of one case: exclusive scenarios run alone.
+/// The test of one case: exclusive scenarios (and pairings a deviation
+/// makes exclusive) run alone.
 fn trial(case: Case) -> Trial {
     let name = test_name(&case);
     let deviates = case.deviation().is_some();
-    let exclusive = case.scenario.exclusive;
+    let exclusive = case.scenario.exclusive || case.deviation().is_some_and(|d| d.exclusive);
     let trial = Trial::test(name, move || {
         let result = if exclusive {
             let _alone = MACHINE.write().unwrap_or_else(|e| e.into_inner());

@@ -292,6 +292,14 @@ pub(crate) struct Deviation {
     /// For the check columns: the check fails, with a reason containing
     /// this.
     pub check_fails: Option<String>,
+    /// For the check columns: `--timeout` for the scenario, in seconds
+    /// (below the kit's 45 s per process), where the runtime is slow but
+    /// right.
+    pub check_timeout_secs: Option<u32>,
+    /// The pairing runs alone, as exclusive scenarios do: it is slow
+    /// enough that the suite's other tests would push it past its time.
+    #[serde(default)]
+    pub exclusive: bool,
 }
 
 impl Deviation {

@@ -116,9 +116,12 @@ pub(super) fn check_column(case: &Case) -> Result<(), String> {
     let mut server = case.start_server()?;
     let flag = if s.udp { "--udp-connect" } else { "--connect" };
     let addr = server.addr.to_string();
-    let args: Vec<String> = ["check", flag, &addr, "--only", name, "--json"]
+    let mut args: Vec<String> = ["check", flag, &addr, "--only", name, "--json"]
         .map(str::to_owned)
         .into();
+    if let Some(secs) = case.deviation().and_then(|d| d.check_timeout_secs) {
+        args.extend(["--timeout".to_owned(), secs.to_string()]);
+    }
     let target = case.client_target(case.column()?.build().ok_or("no build")?);
     let out = check::run(&target, &args, None, check::PROCESS_TIMEOUT)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
