@@ -41,6 +41,12 @@ pub fn matches(seed: u64, offset: u64, data: &[u8], scratch: &mut [u8]) -> bool 
     expected == data
 }
 
+/// How many bytes of `got` match `expected` from the start: where an echo
+/// first differs from what was sent, if it is shorter than `got`.
+pub fn matching_prefix(expected: &[u8], got: &[u8]) -> usize {
+    expected.iter().zip(got).take_while(|(a, b)| a == b).count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

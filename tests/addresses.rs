@@ -15,9 +15,9 @@
 use libtest_mimic::{Arguments, Trial};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
-use testkit::process::finish_within;
+use testkit::process::run_with_input;
 use testkit::{Build, ServerProcess, StderrTo, Target};
 
 const STARTUP: Duration = Duration::from_secs(60);
@@ -149,15 +149,8 @@ fn two_listeners_serve_both_families(target: &Target) {
 /// Runs `echokit ARGS` of `target` to the end: (exit code, stdout, stderr).
 fn run(target: &Target, args: &[&str], input: &[u8]) -> (Option<i32>, String, String) {
     let mut cmd: Command = target.must();
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("echokit starts");
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input).expect("the input is written");
-    }
-    let done = finish_within(child, Duration::from_secs(60));
+    cmd.args(args);
+    let done = run_with_input(cmd, input, Duration::from_secs(60)).expect("echokit starts");
     (done.status.and_then(|s| s.code()), done.stdout, done.stderr)
 }
 

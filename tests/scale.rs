@@ -13,11 +13,9 @@
 #![cfg(not(target_os = "wasi"))]
 
 use echokit::bench::Report;
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 use testkit::bench::run_bench;
-use testkit::process::finish_within;
+use testkit::process::run_with_input;
 use testkit::{Build, ServerProcess, StderrTo, Target};
 
 /// Connections open at once.
@@ -96,15 +94,9 @@ fn scale(build: Build) {
 fn served_after(server: &ServerProcess) {
     let input = b"after 5,000 connections\n";
     let mut send = Target::new(Build::Native).must();
-    send.args(["send", "--connect", &server.addr.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = send.spawn().expect("start echokit send");
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input).expect("write send's input");
-    }
-    let finished = finish_within(child, Duration::from_secs(10));
+    send.args(["send", "--connect", &server.addr.to_string()]);
+    let finished =
+        run_with_input(send, input, Duration::from_secs(10)).expect("start echokit send");
     assert!(
         finished.status.is_some_and(|status| status.success()),
         "send failed: {finished:?}; {}",

@@ -187,14 +187,7 @@ mod tests {
     use super::*;
 
     /// The smallest command component: `run` returns `ok`.
-    const OK_COMPONENT: &str = r#"
-        (component
-          (core module $m (func (export "run") (result i32) i32.const 0))
-          (core instance $i (instantiate $m))
-          (func $run (result (result)) (canon lift (core func $i "run")))
-          (instance $inst (export "run" (func $run)))
-          (export "wasi:cli/run@0.2.0" (instance $inst)))
-    "#;
+    const OK_COMPONENT: &str = include_str!("../tests/fixtures/run_ok.wat");
 
     /// Lists the `.cwasm` entries of a cache directory.
     fn entries(dir: &Path) -> Vec<PathBuf> {

@@ -8,14 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 /// A `run` that returns `ok`.
-const RUN_OK: &str = r#"
-(component
-  (core module $m (func (export "run") (result i32) i32.const 0))
-  (core instance $i (instantiate $m))
-  (func $run (result (result)) (canon lift (core func $i "run")))
-  (instance $inst (export "run" (func $run)))
-  (export "wasi:cli/run@0.2.0" (instance $inst)))
-"#;
+const RUN_OK: &str = include_str!("fixtures/run_ok.wat");
 
 /// A `run` that returns `err`.
 const RUN_ERR: &str = r#"

@@ -393,11 +393,7 @@ fn record(conn: &mut Conn, echo: &[u8]) {
     if conn.wrong.is_none() {
         let offset = conn.received as usize;
         let expected = payload.get(offset..).unwrap_or_default();
-        let same = expected
-            .iter()
-            .zip(echo)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let same = crate::pattern::matching_prefix(expected, echo);
         if same < echo.len() {
             conn.wrong = Some(Wrong {
                 offset: (offset + same) as u64,

@@ -258,11 +258,7 @@ fn check(input: &[u8], offset: usize, echo: &[u8], first_difference: &mut Option
         return;
     }
     let expected = input.get(offset..).unwrap_or_default();
-    let same = expected
-        .iter()
-        .zip(echo)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let same = crate::pattern::matching_prefix(expected, echo);
     if same < echo.len() {
         *first_difference = Some(offset + same);
     }

@@ -1,7 +1,7 @@
 //! Child processes: clients run to completion, and servers that print
 //! `listening on IP:PORT` first and are killed when dropped.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -65,6 +65,20 @@ pub fn finish_within(mut child: Child, limit: Duration) -> Finished {
         stdout: text(stdout),
         stderr: text(stderr),
     }
+}
+
+/// Runs `cmd` with `input` on its stdin, waiting up to `limit` as
+/// [`finish_within`] does.
+pub fn run_with_input(mut cmd: Command, input: &[u8], limit: Duration) -> io::Result<Finished> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A child that exits without reading closes the pipe: not an error.
+        let _ = stdin.write_all(input);
+    }
+    Ok(finish_within(child, limit))
 }
 
 /// How a command is shown in messages: its program and arguments.
