@@ -74,6 +74,11 @@ lint:
 # Lint, both builds, every test (unit, property, fault, conformance), 15 s of fuzzing.
 test: lint build-wasm
     cargo test --profile ci
+    @# The native fault and load-generator tests again on epoll (io_uring is
+    @# the default where the kernel allows it; ECHOKIT_IO reaches every
+    @# echokit the tests start). The kit runs its own epoll pairings.
+    ECHOKIT_IO=epoll cargo test --profile ci --test faults -- _native
+    ECHOKIT_IO=epoll cargo test --profile ci --test load_generator -- every_tcp_mode udp_pingpong
     just test-wasm-unit
     just fuzz 15
 
