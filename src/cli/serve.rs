@@ -280,13 +280,23 @@ impl Job for Serve<'_> {
         let mut stats = plan
             .serve(&mut server, watched)
             .context("event loop failed")?;
+        let mut per_loop = vec![stats.connections];
         for worker in workers {
             match worker.join() {
                 Ok(worker_stats) => {
-                    stats += worker_stats.context("a worker's event loop failed")?
+                    let worker_stats = worker_stats.context("a worker's event loop failed")?;
+                    per_loop.push(worker_stats.connections);
+                    stats += worker_stats;
                 }
                 Err(_) => anyhow::bail!("a worker thread panicked"),
             }
+        }
+        if per_loop.len() > 1 {
+            let counts: Vec<String> = per_loop.iter().map(u64::to_string).collect();
+            level.say(
+                Level::Connections,
+                format_args!("connections per event loop: {}", counts.join(", ")),
+            );
         }
         let dropped = stats.dropped;
         let dropped = match plan.udp {

@@ -131,6 +131,11 @@ const FAULTS: &[Fault] = &[
         run: signals::second_signal_exits_at_once,
     },
     Fault {
+        name: "connections_per_event_loop_{build}",
+        builds: NATIVE,
+        run: signals::connections_per_event_loop,
+    },
+    Fault {
         name: "signal_kills_{build}_server_without_drain",
         builds: WASM,
         run: signals::signal_kills_server_without_drain,

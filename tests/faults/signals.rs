@@ -172,3 +172,32 @@ pub(crate) fn signal_kills_server_without_drain(build: Build) {
     );
     assert!(closed.is_some(), "the open connection survived the server");
 }
+
+/// With two event loops, the `-v` shutdown summary counts each loop's
+/// connections; 40 short connections are spread over both (each loop has
+/// its own SO_REUSEPORT listener).
+pub(crate) fn connections_per_event_loop(build: Build) {
+    const CLIENTS: u64 = 40;
+    let mut server = start_server(build, &["--workers", "2", "-v"], None);
+    for i in 0..CLIENTS {
+        let mut stream = connect(server.addr).expect("connect");
+        echo_small(&mut stream, &[i as u8]).unwrap_or_else(|err| panic!("client {i}: {err}"));
+    }
+    // Every close seen before the signal: the counts are final.
+    thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGTERM).expect("SIGTERM");
+    server.wait_exit(Duration::from_secs(10));
+    let stderr = server.stderr();
+    let line = (stderr.lines())
+        .find_map(|line| line.strip_prefix("echokit: connections per event loop: "))
+        .unwrap_or_else(|| panic!("no per-loop counts in {stderr:?}"));
+    let counts: Vec<u64> = line
+        .split(", ")
+        .map(|n| n.parse().expect("a count"))
+        .collect();
+    println!("connections per event loop [{}]: {counts:?}", build.name());
+    assert_eq!(counts.len(), 2, "{line}");
+    assert_eq!(counts.iter().sum::<u64>(), CLIENTS, "{line}");
+    // A fair hash leaves fewer than 5 of 40 on one loop once in ten million.
+    assert!(counts.iter().all(|&n| n >= 5), "uneven spread: {line}");
+}
