@@ -458,6 +458,11 @@ impl Network for UringNetwork {
             self.interested -= 1;
             entry.interest = Interest::NONE;
         }
+        if let Kind::Listener(_) = entry.kind {
+            // The socket stays open until its accept's cancellation
+            // completes; shut down, it refuses connections from now on.
+            let _ = entry.socket.shutdown(Shutdown::Both);
+        }
         if let Kind::Stream(stream) = &mut entry.kind {
             if how == Close::Reset {
                 // A zero linger makes the close send a reset. If it cannot
