@@ -2,7 +2,7 @@
 //! read back by `--check`.
 
 use crate::servers::Server;
-use echokit::bench::Report;
+use echokit::bench::{Mode, Report};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -163,9 +163,9 @@ pub(crate) fn medians(
 
 /// The server's CPU µs per request of `report` (per MiB on stream rows).
 fn cpu_us(row: &crate::rows::Row, report: &Report, cpu_ns: u64) -> Option<f64> {
-    let per = match row.unit() {
-        "MiB/s" => report.counts.bytes as f64 / (1024.0 * 1024.0),
-        _ => report.counts.requests as f64,
+    let per = match row.mode {
+        Mode::Stream => report.counts.bytes as f64 / (1024.0 * 1024.0),
+        Mode::Pingpong | Mode::Connect => report.counts.requests as f64,
     };
     (per > 0.0).then(|| cpu_ns as f64 / 1e3 / per)
 }

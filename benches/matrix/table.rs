@@ -4,12 +4,13 @@ use crate::results::Results;
 use crate::rows::Row;
 use crate::servers::{NATIVE, TOKIO};
 use crate::targets::{metric, ratio, Metric};
+use echokit::bench::Mode;
 use std::fmt::Write as _;
 
 fn format_value(row: &Row, value: Option<f64>) -> String {
     match value {
         None => "–".to_owned(),
-        Some(v) => format!("{} {}", grouped(v, row.unit() == "MiB/s"), row.unit()),
+        Some(v) => format!("{} {}", grouped(v, row.mode == Mode::Stream), row.unit()),
     }
 }
 
