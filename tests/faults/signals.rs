@@ -5,8 +5,11 @@ use super::*;
 use std::os::unix::process::ExitStatusExt;
 
 pub(crate) fn sigterm_drains_open_echo(build: Build) {
-    const CHUNKS: usize = 10;
-    let mut server = start_server(build, &[], None);
+    // The client writes for about 3 s, so that a server which refuses only
+    // when it exits is told apart from one that refuses at once, with room
+    // for a busy machine.
+    const CHUNKS: usize = 30;
+    let mut server = start_server(build, &["--shutdown-timeout", "10"], None);
     let addr = server.addr;
     let data = random_bytes(CHUNKS * 1024, 6);
     let mut stream = connect(addr).expect("connect");
@@ -26,18 +29,17 @@ pub(crate) fn sigterm_drains_open_echo(build: Build) {
             server.signal(libc::SIGTERM).expect("kill");
             let at = Instant::now();
             signalled = Some(at);
-            refused = Some(thread::spawn(move || {
-                for _ in 0..100 {
-                    match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                        Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
-                            return Ok(at.elapsed())
-                        }
-                        Err(err) => return Err(format!("connect: {err}")),
-                        Ok(_) if at.elapsed() > Duration::from_secs(1) => break,
-                        Ok(_) => thread::sleep(Duration::from_millis(10)),
+            refused = Some(thread::spawn(move || loop {
+                match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                    Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
+                        return Ok(at.elapsed())
                     }
+                    Err(err) => return Err(format!("connect: {err}")),
+                    Ok(_) if at.elapsed() > Duration::from_millis(2500) => {
+                        return Err("new connections still accepted 2.5 s after SIGTERM".to_owned())
+                    }
+                    Ok(_) => thread::sleep(Duration::from_millis(10)),
                 }
-                Err("new connections still accepted 1 s after SIGTERM".to_owned())
             }));
         }
         thread::sleep(Duration::from_millis(100));
@@ -45,7 +47,7 @@ pub(crate) fn sigterm_drains_open_echo(build: Build) {
     stream.shutdown(Shutdown::Write).expect("half close");
     let (result, got) = read.join().unwrap();
     let refused = refused.unwrap().join().unwrap();
-    let status = server.wait_exit(Duration::from_secs(6));
+    let status = server.wait_exit(Duration::from_secs(12));
     let exited = signalled.unwrap().elapsed();
     let stderr = server.stderr();
     println!(
@@ -62,10 +64,10 @@ pub(crate) fn sigterm_drains_open_echo(build: Build) {
     );
     let refused = refused.expect("a connection after SIGTERM must be refused");
     assert!(
-        refused < Duration::from_millis(500),
+        refused < Duration::from_millis(1500),
         "refused only after {refused:?}"
     );
-    let status = status.expect("the server did not exit within 6 s of SIGTERM");
+    let status = status.expect("the server did not exit within 12 s of SIGTERM");
     assert_eq!(
         status.code(),
         Some(0),
@@ -95,7 +97,7 @@ pub(crate) fn shutdown_timeout_cuts_off(build: Build) {
     let status = status.expect("the server did not exit within 5 s of SIGTERM");
     assert_eq!(status.code(), Some(0), "exit status: {status}");
     assert!(
-        exited >= Duration::from_millis(900) && exited <= Duration::from_millis(2500),
+        exited >= Duration::from_millis(900) && exited <= Duration::from_secs(4),
         "exited {exited:?} after SIGTERM with --shutdown-timeout 1"
     );
     let summary = parse_summary(&stderr).unwrap();
@@ -130,19 +132,20 @@ pub(crate) fn second_signal_exits_at_once(build: Build) {
         );
         server.signal(signal).expect("kill");
         let second = Instant::now();
-        let status = server.wait_exit(Duration::from_secs(3));
+        let status = server.wait_exit(Duration::from_secs(4));
         let exited = second.elapsed();
         println!(
             "second signal [native]: signal {signal} twice: exited ({status:?}) {exited:.2?} after \
              the second"
         );
-        let status = status.expect("no exit within 3 s of the second signal");
+        let status = status.expect("no exit within 4 s of the second signal");
         assert_eq!(
             status.code(),
             Some(code),
             "exit status after a second signal {signal}: {status}"
         );
-        assert!(exited < Duration::from_millis(500), "took {exited:?}");
+        // Well short of the 5 s drain a first signal would wait for.
+        assert!(exited < Duration::from_secs(2), "took {exited:?}");
     }
 }
 
