@@ -73,6 +73,9 @@ lint:
 
 # Lint, both builds, every test (unit, property, fault, conformance), 15 s of fuzzing.
 test: lint build-wasm
+    @# The tests build echokit-host when they first start it; built here, its
+    @# minutes on a fresh machine are a step of their own, not one test's.
+    cargo build --profile ci -p echokit-host
     cargo test --profile ci
     @# The native fault and load-generator tests again on epoll (io_uring is
     @# the default where the kernel allows it; ECHOKIT_IO reaches every

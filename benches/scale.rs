@@ -22,6 +22,10 @@
 //!    (VmHWM);
 //! 4. after close: the RSS, and an ordinary `echokit send` served.
 //!
+//! Arguments after `--` name the builds to measure (`native`, `wasm`; all
+//! when none); `ECHOKIT_IO` picks the native backend of the server and
+//! of the load processes alike.
+//!
 //! It prints a Markdown table and exits 1 if a build failed (an error, a
 //! wrong byte, a server that died or would not serve). Targets are printed
 //! as met or missed, not enforced. It measures only when cargo passes
@@ -95,7 +99,15 @@ fn main() -> ExitCode {
     );
     let mut failed = false;
     let mut rows = Vec::new();
-    for build in Build::ALL {
+    // `cargo bench --bench scale -- native` measures only the builds named.
+    let named: Vec<String> = env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let builds = Build::ALL
+        .into_iter()
+        .filter(|build| named.is_empty() || named.contains(&build.to_string()));
+    for build in builds {
         match measure(build, most, Duration::from_secs(secs)) {
             Ok(figures) => rows.push((build, figures)),
             Err(err) => {
