@@ -1,8 +1,8 @@
 //! How many concurrent TCP connections one server process holds, and what
-//! they cost (`just scale`), for each build (native, then wasm under
+//! they cost (`just scale`), for each target (native, then wasm under
 //! wasmtime).
 //!
-//! For each build, one server on 127.0.0.1 and the connections from
+//! For each target, one server on 127.0.0.1 and the connections from
 //! [`LOADERS`] native `echokit bench` processes, each from its own source
 //! address (127.0.0.2, 127.0.0.3...: its own ephemeral ports):
 //!
@@ -22,11 +22,12 @@
 //!    (VmHWM);
 //! 4. after close: the RSS, and an ordinary `echokit send` served.
 //!
-//! Arguments after `--` name the builds to measure (`native`, `wasm`; all
-//! when none); `ECHOKIT_IO` picks the native backend of the server and
-//! of the load processes alike.
+//! Arguments after `--` name the targets to measure, as the kit labels
+//! them (`native`, `native@epoll`, `wasm`, `wasm@NAME` for a runtime of
+//! fixtures/runtimes.toml or `ECHOKIT_RUNTIME`); `native wasm` when none.
+//! `just scale` adds wasmtime with its store's handle limit raised.
 //!
-//! It prints a Markdown table and exits 1 if a build failed (an error, a
+//! It prints a Markdown table and exits 1 if a target failed (an error, a
 //! wrong byte, a server that died or would not serve). Targets are printed
 //! as met or missed, not enforced. It measures only when cargo passes
 //! `--bench` (`cargo test --all-targets` runs it to no effect).
@@ -59,7 +60,7 @@ const ATTEMPTS: u32 = 5;
 /// How long the idle server's CPU time is measured.
 const IDLE: Duration = Duration::from_secs(4);
 
-/// What one build did.
+/// What one target did.
 #[derive(Default)]
 struct Figures {
     held: u64,
@@ -99,19 +100,18 @@ fn main() -> ExitCode {
     );
     let mut failed = false;
     let mut rows = Vec::new();
-    // `cargo bench --bench scale -- native` measures only the builds named.
-    let named: Vec<String> = env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with('-'))
-        .collect();
-    let builds = Build::ALL
-        .into_iter()
-        .filter(|build| named.is_empty() || named.contains(&build.to_string()));
-    for build in builds {
-        match measure(build, most, Duration::from_secs(secs)) {
-            Ok(figures) => rows.push((build, figures)),
+    let targets = match targets() {
+        Ok(targets) => targets,
+        Err(err) => {
+            eprintln!("FAIL: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for target in targets {
+        match measure(&target, most, Duration::from_secs(secs)) {
+            Ok(figures) => rows.push((target, figures)),
             Err(err) => {
-                eprintln!("FAIL: {build}: {err}");
+                eprintln!("FAIL: {}: {err}", target.label());
                 failed = true;
             }
         }
@@ -123,14 +123,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_table(rows: &[(Build, Figures)]) {
-    println!("| build | connections held | time to open | msg/s | p50 | p99 | p99.9 | RSS at rest | RSS idle at peak | RSS peak | RSS after close | idle CPU at peak | kernel TCP memory | wrong bytes |");
+/// The targets the arguments name, by label; native and wasm when none.
+fn targets() -> Result<Vec<Target>, String> {
+    let labels: Vec<String> = env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    if labels.is_empty() {
+        return Ok(Build::ALL.into_iter().map(Target::new).collect());
+    }
+    labels
+        .iter()
+        .map(|label| {
+            let (build, variant) = match label.split_once('@') {
+                Some((build, variant)) => (build, Some(variant)),
+                None => (label.as_str(), None),
+            };
+            let build = (Build::ALL.into_iter())
+                .find(|b| b.name() == build)
+                .ok_or_else(|| format!("{label:?}: not native[@IO] or wasm[@RUNTIME]"))?;
+            let target = Target::on(build, variant);
+            target.command()?;
+            Ok(target)
+        })
+        .collect()
+}
+
+fn print_table(rows: &[(Target, Figures)]) {
+    println!("| target | connections held | time to open | msg/s | p50 | p99 | p99.9 | RSS at rest | RSS idle at peak | RSS peak | RSS after close | idle CPU at peak | kernel TCP memory | wrong bytes |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     let ms = |ns: u64| format!("{:.2} ms", ns as f64 / 1e6);
-    for (build, f) in rows {
+    for (target, f) in rows {
+        let label = target.label();
         println!(
-            "| {build} | {} | {:.1} s | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {} | {} |",
+            "| {label} | {} | {:.1} s | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2}% | {} | {} |",
             f.held,
             f.open_time.as_secs_f64(),
             f.rate,
@@ -147,17 +174,18 @@ fn print_table(rows: &[(Build, Figures)]) {
         );
         let per_conn = |kib: u64| kib.saturating_sub(f.rest_kib) as f64 * 1024.0 / f.held as f64;
         println!(
-            "<!-- {build}: {:.0} B of user-space RSS per connection idle, {:.0} B at peak; {:.0} B of kernel TCP memory -->",
+            "<!-- {label}: {:.0} B of user-space RSS per connection idle, {:.0} B at peak; {:.0} B of kernel TCP memory -->",
             per_conn(f.idle_kib),
             per_conn(f.peak_kib),
             f.kernel_kib as f64 * 1024.0 / f.held as f64
         );
     }
-    if let Some((_, f)) = rows.iter().find(|(build, _)| *build == Build::Native) {
+    for (target, f) in rows.iter().filter(|(t, _)| t.build == Build::Native) {
         let growth = f.peak_kib.saturating_sub(f.rest_kib);
         let verdict = |met: bool| if met { "met" } else { "MISSED" };
         println!(
-            "native targets: 0 wrong bytes {}; RSS growth {:.1} MiB ≤ 16 MiB {}; idle CPU {:.2}% ≤ 2% {}; p99 {:.2} ms ≤ 5 ms {}",
+            "{} targets: 0 wrong bytes {}; RSS growth {:.1} MiB ≤ 16 MiB {}; idle CPU {:.2}% ≤ 2% {}; p99 {:.2} ms ≤ 5 ms {}",
+            target.label(),
             verdict(f.wrong == 0),
             growth as f64 / 1024.0,
             verdict(growth <= 16 * 1024),
@@ -167,9 +195,10 @@ fn print_table(rows: &[(Build, Figures)]) {
             verdict(f.p99 <= 5_000_000)
         );
     }
-    if let Some((_, f)) = rows.iter().find(|(build, _)| *build == Build::Wasm) {
+    for (target, f) in rows.iter().filter(|(t, _)| t.build == Build::Wasm) {
         println!(
-            "wasm target: p99 {:.2} ms ≤ 50 ms {}",
+            "{} target: p99 {:.2} ms ≤ 50 ms {}",
+            target.label(),
             f.p99 as f64 / 1e6,
             if f.p99 <= 50_000_000 { "met" } else { "MISSED" }
         );
@@ -199,11 +228,11 @@ fn descriptors(pid: u32) -> u64 {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count() as u64)
 }
 
-fn measure(build: Build, most: u64, duration: Duration) -> Result<Figures, String> {
+fn measure(target: &Target, most: u64, duration: Duration) -> Result<Figures, String> {
     let mut figures = Figures::default();
     let mut connections = most;
     for attempt in 0..ATTEMPTS {
-        let mut server = start_server(build, connections)?;
+        let mut server = start_server(target, connections)?;
         let pid = server.pid();
         thread::sleep(Duration::from_millis(500));
         figures.rest_kib = procfs::rss_kib(pid).unwrap_or(0);
@@ -218,7 +247,10 @@ fn measure(build: Build, most: u64, duration: Duration) -> Result<Figures, Strin
                 served_after(&server)?;
                 return Ok(figures);
             }
-            Err(err) => eprintln!("{build}: attempt {attempt} with {connections}: {err}"),
+            Err(err) => eprintln!(
+                "{}: attempt {attempt} with {connections}: {err}",
+                target.label()
+            ),
         }
         connections = connections * 9 / 10;
     }
@@ -227,8 +259,8 @@ fn measure(build: Build, most: u64, duration: Duration) -> Result<Figures, Strin
     ))
 }
 
-fn start_server(build: Build, connections: u64) -> Result<ServerProcess, String> {
-    let mut server = Target::new(build).command()?;
+fn start_server(target: &Target, connections: u64) -> Result<ServerProcess, String> {
+    let mut server = target.command()?;
     server.args([
         "serve",
         "--listen",
