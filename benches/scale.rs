@@ -25,7 +25,7 @@
 //! Arguments after `--` name the targets to measure, as the kit labels
 //! them (`native`, `native@epoll`, `wasm`, `wasm@NAME` for a runtime of
 //! fixtures/runtimes.toml or `ECHOKIT_RUNTIME`); `native wasm` when none.
-//! `just scale` adds wasmtime with its store's handle limit raised.
+//! (`just scale native@epoll` passes them on.)
 //!
 //! It prints a Markdown table and exits 1 if a target failed (an error, a
 //! wrong byte, a server that died or would not serve). Targets are printed

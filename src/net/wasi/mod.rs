@@ -28,6 +28,7 @@ use ::wasi::sockets::network::{ErrorCode, Network as WasiNet};
 use ::wasi::sockets::tcp::{ShutdownType, TcpSocket};
 use ::wasi::sockets::tcp_create_socket::create_tcp_socket;
 use slab::Slab;
+use std::cell::OnceCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
@@ -112,10 +113,14 @@ enum Link {
     Connected(Streams),
 }
 
-/// A connected socket's streams and their pollables.
+/// A connected socket's streams and their pollables (declared first, so
+/// that they drop first).
 struct Streams {
     readable: Pollable,
-    writable: Pollable,
+    /// Made when first needed: most echo connections never wait to write,
+    /// and every handle counts against the runtime's limit (wasmtime 48:
+    /// 100,000 per store, shared by all connections).
+    writable: OnceCell<Pollable>,
     input: InputStream,
     output: OutputStream,
 }
@@ -124,10 +129,15 @@ impl Streams {
     fn new(input: InputStream, output: OutputStream) -> Self {
         Streams {
             readable: input.subscribe(),
-            writable: output.subscribe(),
+            writable: OnceCell::new(),
             input,
             output,
         }
+    }
+
+    /// The output's pollable, made on first use.
+    fn writable(&self) -> &Pollable {
+        self.writable.get_or_init(|| self.output.subscribe())
     }
 }
 
@@ -147,7 +157,7 @@ impl Stream {
     fn droppable(&self) -> bool {
         match &self.link {
             Link::Connecting(_) => true,
-            Link::Connected(streams) => streams.writable.ready(),
+            Link::Connected(streams) => streams.writable().ready(),
         }
     }
 

@@ -92,7 +92,7 @@ impl Entry {
             Socket::Stream(stream) => match &stream.link {
                 Link::Connected(streams) => (
                     read.then_some(&streams.readable),
-                    write.then_some(&streams.writable),
+                    write.then(|| streams.writable()),
                 ),
                 // Established or failed: either way the socket can go on.
                 Link::Connecting(done) => ((read || write).then_some(done), None),
@@ -212,7 +212,7 @@ impl WasiNetwork {
         }
         for (index, stream) in self.lingering.iter().enumerate() {
             if let Link::Connected(streams) = &stream.link {
-                pollables.push(&streams.writable);
+                pollables.push(streams.writable());
                 owners.push(Owner::Lingering(index));
             }
         }
