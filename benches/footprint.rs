@@ -32,16 +32,18 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server may take to print its `listening on` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `echokit serve` of `target` on a free port, room for 20,000
-/// connections; its stderr passes through.
+/// `echokit serve` of `target` on a free port, with room for the idle
+/// connections (and within the usual open-files limits, so that the
+/// server does not warn); its stderr passes through.
 fn command(target: &Target) -> Result<Command, String> {
     let mut command = target.command()?;
+    let room = (IDLE_CONNECTIONS + 1_000).to_string();
     command.args([
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--max-connections",
-        "20000",
+        &room,
     ]);
     Ok(command)
 }
