@@ -22,8 +22,8 @@
 //!    (VmHWM);
 //! 4. after close: the RSS, and an ordinary `echokit send` served.
 //!
-//! Arguments after `--` name the targets to measure, as the kit labels
-//! them (`native`, `native@epoll`, `wasm`, `wasm@NAME` for a runtime of
+//! Arguments after `--` name the targets to measure by the kit's labels
+//! (`native`, `native@epoll`, `wasm`, `wasm@NAME` for a runtime of
 //! fixtures/runtimes.toml or `ECHOKIT_RUNTIME`); `native wasm` when none.
 //! (`just scale native@epoll` passes them on.)
 //!
@@ -123,7 +123,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The targets the arguments name, by label; native and wasm when none.
+/// The targets the arguments name by their labels, each one of
+/// [`Target::every`]; native and wasm when none.
 fn targets() -> Result<Vec<Target>, String> {
     let labels: Vec<String> = env::args()
         .skip(1)
@@ -132,19 +133,20 @@ fn targets() -> Result<Vec<Target>, String> {
     if labels.is_empty() {
         return Ok(Build::ALL.into_iter().map(Target::new).collect());
     }
+    let every = Target::every()?;
+    let known = || {
+        every
+            .iter()
+            .map(Target::label)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     labels
         .iter()
         .map(|label| {
-            let (build, variant) = match label.split_once('@') {
-                Some((build, variant)) => (build, Some(variant)),
-                None => (label.as_str(), None),
-            };
-            let build = (Build::ALL.into_iter())
-                .find(|b| b.name() == build)
-                .ok_or_else(|| format!("{label:?}: not native[@IO] or wasm[@RUNTIME]"))?;
-            let target = Target::on(build, variant);
-            target.command()?;
-            Ok(target)
+            (every.iter().find(|target| target.label() == *label))
+                .cloned()
+                .ok_or_else(|| format!("no target {label:?}; there are {}", known()))
         })
         .collect()
 }

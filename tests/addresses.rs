@@ -14,7 +14,7 @@
 
 use libtest_mimic::{Arguments, Trial};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, UdpSocket};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 use testkit::process::run_with_input;
@@ -49,8 +49,7 @@ fn listening(server: &ServerProcess, count: usize) -> Vec<SocketAddr> {
 
 /// A TCP echo round trip to `addr`.
 fn tcp_echo(addr: SocketAddr) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut stream = testkit::net::connect(addr, Duration::from_secs(5), Duration::from_secs(10))?;
     stream.write_all(b"hello over tcp")?;
     stream.shutdown(Shutdown::Write)?;
     let mut back = Vec::new();

@@ -150,16 +150,17 @@ fn parse_source(text: &str) -> Result<HostPort, String> {
 fn sources(args: &BenchArgs, server: SocketAddr) -> anyhow::Result<Vec<IpAddr>> {
     let mut all = Vec::new();
     for given in &args.bind {
+        if let Some(addr) = given.ip() {
+            all.push(addr.ip());
+            continue;
+        }
+        let before = all.len();
         let ips = given
             .resolve()
             .context("--bind")?
             .into_iter()
             .map(|a| a.ip());
-        let before = all.len();
-        match given.ip() {
-            Some(addr) => all.push(addr.ip()),
-            None => all.extend(ips.filter(|ip| ip.is_ipv4() == server.is_ipv4())),
-        }
+        all.extend(ips.filter(|ip| ip.is_ipv4() == server.is_ipv4()));
         if all.len() == before {
             let family = if server.is_ipv4() { "IPv4" } else { "IPv6" };
             let name = given.to_string();
