@@ -19,7 +19,7 @@ const PAGE: usize = 4096;
 pub(super) struct BufRing {
     /// `count` ring entries; the tail is stored in the first one.
     entries: NonNull<BufRingEntry>,
-    /// `count` buffers of `size` bytes, one allocation.
+    /// `count` buffers of `size` bytes, one mapping.
     memory: NonNull<u8>,
     count: u16,
     size: usize,
@@ -42,7 +42,7 @@ impl BufRing {
             "a buffer ring's size is a power of two"
         );
         let entries = allocate(entries_layout(count)?)?.cast::<BufRingEntry>();
-        let memory = match allocate(memory_layout(count, size)?) {
+        let memory = match map(usize::from(count) * size) {
             Ok(memory) => memory,
             Err(err) => {
                 // SAFETY: allocated just above with this layout, never shared.
@@ -76,6 +76,11 @@ impl BufRing {
         }
         buffers.publish();
         Ok(buffers)
+    }
+
+    /// The length of the buffers' mapping.
+    fn mapped_len(&self) -> usize {
+        usize::from(self.count) * self.size
     }
 
     /// Bytes of buffers out of the ring, held by sockets.
@@ -142,16 +147,13 @@ impl Drop for BufRing {
         if self.leaked {
             return;
         }
-        if let (Ok(entries), Ok(memory)) = (
-            entries_layout(self.count),
-            memory_layout(self.count, self.size),
-        ) {
-            // SAFETY: allocated in `new` with these layouts; the network
-            // drops its rings only once no operation that could pick a
-            // buffer is in flight.
-            unsafe {
+        // SAFETY: mapped and allocated in `new` with these sizes; the
+        // network drops its rings only once no operation that could pick
+        // a buffer is in flight.
+        unsafe {
+            libc::munmap(self.memory.as_ptr().cast(), self.mapped_len());
+            if let Ok(entries) = entries_layout(self.count) {
                 alloc::dealloc(self.entries.as_ptr().cast(), entries);
-                alloc::dealloc(self.memory.as_ptr(), memory);
             }
         }
     }
@@ -162,13 +164,32 @@ fn entries_layout(count: u16) -> io::Result<Layout> {
     Layout::from_size_align(size, PAGE).map_err(io::Error::other)
 }
 
-fn memory_layout(count: u16, size: usize) -> io::Result<Layout> {
-    Layout::from_size_align(usize::from(count) * size, PAGE).map_err(io::Error::other)
-}
-
-/// Zeroed memory (untouched pages cost no resident memory).
+/// Zeroed memory for the ring's entries.
 fn allocate(layout: Layout) -> io::Result<NonNull<u8>> {
-    // SAFETY: both layouts have a non-zero size (count > 0).
+    // SAFETY: the layout has a non-zero size (count > 0).
     let memory = unsafe { alloc::alloc_zeroed(layout) };
     NonNull::new(memory).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))
+}
+
+/// `len` bytes of fresh anonymous memory for the buffers. A page becomes
+/// resident only when first written (by the kernel, receiving into it), so
+/// a ring costs what its load touched, not its size; an allocator's
+/// zeroed memory of this alignment is written up front instead.
+fn map(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a private anonymous mapping at an address of the kernel's
+    // choosing aliases nothing.
+    let memory = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if memory == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(memory.cast()).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))
 }

@@ -29,7 +29,9 @@
 
 mod bufring;
 mod datagram;
+mod input;
 mod ops;
+mod output;
 mod setup;
 mod stream;
 mod tag;
@@ -40,8 +42,7 @@ pub use setup::Setup;
 
 use super::sockets::{bound, client, host_capabilities, listening};
 use super::{
-    no_splice, not_a, nothing_to_wait_for, Bind, Capabilities, Close, Interest, Network, SocketId,
-    Spliced,
+    not_a, nothing_to_wait_for, Bind, Capabilities, Close, Interest, Network, SocketId, Spliced,
 };
 use bufring::BufRing;
 use datagram::{Datagram, DATAGRAM_BUFFER};
@@ -51,7 +52,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::Duration;
-use stream::Stream;
+use stream::{Stream, StreamMemory};
 
 /// Buffers in the ring streams receive into, and their size: what all
 /// connections of one event loop can have received in one turn.
@@ -69,7 +70,7 @@ pub struct UringNetwork {
     slots: Vec<Slot>,
     /// Free slots, reused last freed first.
     free: Vec<u32>,
-    streams: BufRing,
+    streams: StreamMemory,
     datagrams: Option<BufRing>,
     /// Slots whose readiness may have changed since the last wait.
     changed: Vec<u32>,
@@ -164,8 +165,11 @@ impl UringNetwork {
                 "the kernel has no timed waits (IORING_FEAT_EXT_ARG)",
             )));
         }
-        let streams = BufRing::new(&ring, STREAM_GROUP, stream_buffers, STREAM_BUFFER_SIZE)
-            .map_err(setup::unavailable)?;
+        let streams = StreamMemory {
+            ring: BufRing::new(&ring, STREAM_GROUP, stream_buffers, STREAM_BUFFER_SIZE)
+                .map_err(setup::unavailable)?,
+            spares: Default::default(),
+        };
         Ok(UringNetwork {
             ring,
             setup,
@@ -199,7 +203,7 @@ impl UringNetwork {
                 Kind::Listener(_) => 0,
             })
             .sum();
-        self.streams.held_bytes() + sockets
+        self.streams.ring.held_bytes() + sockets
     }
 
     fn insert(&mut self, socket: Socket, kind: Kind) -> SocketId {
@@ -236,9 +240,13 @@ impl UringNetwork {
         (!entry.closed).then_some(entry)
     }
 
-    fn stream(&mut self, id: SocketId) -> io::Result<&mut Stream> {
-        match self.entry_mut(id).map(|entry| &mut entry.kind) {
-            Some(Kind::Stream(stream)) => Ok(stream),
+    /// The open stream `id` names, and the memory streams share.
+    fn stream(&mut self, id: SocketId) -> io::Result<(&mut Stream, &mut StreamMemory)> {
+        let entry = (self.slots.get_mut(id.0))
+            .and_then(|slot| slot.entry.as_mut())
+            .filter(|entry| !entry.closed);
+        match entry.map(|entry| &mut entry.kind) {
+            Some(Kind::Stream(stream)) => Ok((stream, &mut self.streams)),
             _ => Err(not_a(id, "stream")),
         }
     }
@@ -273,7 +281,7 @@ impl UringNetwork {
     /// (submitting, and waiting up to `timeout` for a completion), and
     /// processes every completion.
     fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.streams.publish();
+        self.streams.ring.publish();
         if let Some(datagrams) = &self.datagrams {
             datagrams.publish();
         }
@@ -322,7 +330,11 @@ impl UringNetwork {
 
 impl Network for UringNetwork {
     fn capabilities(&self) -> Capabilities {
-        host_capabilities("io_uring")
+        Capabilities {
+            // Echoing spliced ring buffers copies nothing.
+            splice: true,
+            ..host_capabilities("io_uring")
+        }
     }
 
     fn listen(&mut self, addr: SocketAddr, bind: Bind) -> io::Result<SocketId> {
@@ -403,16 +415,8 @@ impl Network for UringNetwork {
     }
 
     fn read(&mut self, id: SocketId, buf: &mut [u8]) -> io::Result<usize> {
-        let ring = &mut self.streams;
-        let stream = match (self.slots.get_mut(id.0))
-            .and_then(|slot| slot.entry.as_mut())
-            .filter(|entry| !entry.closed)
-            .map(|entry| &mut entry.kind)
-        {
-            Some(Kind::Stream(stream)) => stream,
-            _ => return Err(not_a(id, "stream")),
-        };
-        let read = stream.read(buf, ring);
+        let (stream, memory) = self.stream(id)?;
+        let read = stream.read(buf, &mut memory.ring);
         if stream.wants_receive() {
             self.arm_receive(id.0 as u32);
         }
@@ -420,13 +424,22 @@ impl Network for UringNetwork {
     }
 
     fn write(&mut self, id: SocketId, buf: &[u8]) -> io::Result<usize> {
-        let written = self.stream(id)?.write(buf)?;
+        let (stream, memory) = self.stream(id)?;
+        let written = stream.write(buf, memory)?;
         self.send_more(id.0 as u32);
         Ok(written)
     }
 
-    fn splice(&mut self, _id: SocketId, _max: usize) -> io::Result<Spliced> {
-        Err(no_splice())
+    fn splice(&mut self, id: SocketId, max: usize) -> io::Result<Spliced> {
+        let (stream, memory) = self.stream(id)?;
+        let spliced = stream.splice(max, memory)?;
+        if stream.wants_receive() {
+            self.arm_receive(id.0 as u32);
+        }
+        if let Spliced::Bytes(_) = spliced {
+            self.send_more(id.0 as u32);
+        }
+        Ok(spliced)
     }
 
     fn shutdown_write(&mut self, id: SocketId) -> io::Result<()> {
@@ -447,7 +460,7 @@ impl Network for UringNetwork {
     }
 
     fn close(&mut self, id: SocketId, how: Close) {
-        let ring = &mut self.streams;
+        let memory = &mut self.streams;
         let Some(entry) = (self.slots.get_mut(id.0))
             .and_then(|slot| slot.entry.as_mut())
             .filter(|entry| !entry.closed)
@@ -469,7 +482,7 @@ impl Network for UringNetwork {
                 // be set, the close is an orderly one.
                 let _ = SockRef::from(&entry.socket).set_linger(Some(Duration::ZERO));
             }
-            stream.release(ring);
+            stream.release(memory);
         }
         entry.closed = true;
         match entry.in_flight {
@@ -516,7 +529,7 @@ impl Network for UringNetwork {
                 ..
             }) = self.slots[slot as usize].entry.as_mut()
             {
-                stream.spill(&mut self.streams);
+                stream.spill(&mut self.streams.ring);
             }
         }
         for slot in std::mem::take(&mut self.rearm) {
@@ -558,7 +571,7 @@ impl Drop for UringNetwork {
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
         while self.slots.iter().any(|slot| slot.entry.is_some()) {
             if std::time::Instant::now() >= deadline || self.enter(Some(ops::DRAIN_STEP)).is_err() {
-                self.streams.leak();
+                self.streams.ring.leak();
                 if let Some(datagrams) = &mut self.datagrams {
                     datagrams.leak();
                 }

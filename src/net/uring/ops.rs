@@ -1,6 +1,7 @@
 //! The operations the network submits, and what their completions do to
 //! the sockets' state.
 
+use super::output::Send;
 use super::stream::Receiving;
 use super::tag::{Op, Tag};
 use super::{Entry, Kind, UringNetwork, DATAGRAM_GROUP, STREAM_GROUP};
@@ -132,21 +133,31 @@ impl UringNetwork {
 
     /// Sends what a stream has unsent, unless a send is in flight.
     pub(super) fn send_more(&mut self, slot: u32) {
-        let Some(entry) = self.live(slot) else {
+        let Some(Some(entry)) = (self.slots.get_mut(slot as usize))
+            .map(|slot| slot.entry.as_mut().filter(|entry| !entry.closed))
+        else {
             return;
         };
         let fd = Fd(entry.socket.as_raw_fd());
         let Kind::Stream(stream) = &mut entry.kind else {
             return;
         };
-        let Some((bytes, len)) = stream.next_send() else {
-            return;
+        let sqe = match stream.next_send(&mut self.streams) {
+            None => return,
+            // Done within the wait that submits it: what the socket does
+            // not take now is copied out, and the buffers handed back.
+            Some(Send::Spliced(bytes, len)) => (opcode::Send::new(fd, bytes, len))
+                .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+                .build(),
+            Some(Send::Batch(message)) => (opcode::SendMsg::new(fd, message))
+                .flags((libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as u32)
+                .build(),
+            Some(Send::Written(bytes, len)) => (opcode::Send::new(fd, bytes, len))
+                .flags(libc::MSG_NOSIGNAL)
+                .build(),
         };
-        let sqe = (opcode::Send::new(fd, bytes, len))
-            .flags(libc::MSG_NOSIGNAL)
-            .build();
-        // SAFETY: `next_send` promises that the bytes stay valid and
-        // unchanged until `Stream::sent`, which only this send's
+        // SAFETY: `next_send` promises that what the send points to stays
+        // valid and unchanged until `Stream::sent`, which only this send's
         // completion calls.
         unsafe { self.submit(slot, Op::Send, 0, sqe) }
     }
@@ -246,14 +257,14 @@ impl UringNetwork {
             }
             (Kind::Stream(stream), Op::Recv) => {
                 if let Some(id) = cqueue::buffer_select(flags) {
-                    self.streams.taken();
+                    self.streams.ring.taken();
                     match usize::try_from(result) {
                         Ok(len) if len > 0 && !closed => {
                             if stream.received(id, len) {
                                 self.holding.push(slot);
                             }
                         }
-                        _ => self.streams.provide(id),
+                        _ => self.streams.ring.provide(id),
                     }
                 }
                 match errno {
@@ -271,7 +282,10 @@ impl UringNetwork {
                 }
             }
             (Kind::Stream(stream), Op::Send) => {
-                stream.sent(result);
+                stream.sent(result, &mut self.streams);
+                if closed {
+                    stream.release(&mut self.streams);
+                }
                 send = true;
             }
             (Kind::Stream(stream), Op::Connect) => {

@@ -1,19 +1,27 @@
-//! One TCP connection's buffers: what was received and not read yet (in
-//! ring buffers, or spilled out of them), and the bounded buffer of what
-//! was written and not sent yet.
+//! One TCP connection's state besides its socket: the connect, the
+//! receive, what was received and not read ([`Input`]) and what is to be
+//! sent ([`Output`]).
 
 use super::bufring::BufRing;
+use super::input::Input;
+use super::output::{Output, Send, Spares};
+use crate::net::Spliced;
 use socket2::SockAddr;
-use std::collections::VecDeque;
 use std::io;
 
 /// Unread bytes a connection holds at most: its receive is armed with a
 /// limit of what is left to that, so that a caller that stops reading
 /// stops the peer as the kernel's window would.
 pub(super) const RECV_CAP: usize = 64 * 1024;
-/// Written bytes not yet sent that a connection may hold (the engine's
-/// per-connection bound): writes report `WouldBlock` past it.
-pub(super) const SEND_CAP: usize = 64 * 1024;
+
+/// What the streams of one network share: the ring they receive into,
+/// and the memory their sends reuse.
+pub(super) struct StreamMemory {
+    /// The provided-buffer ring of every stream's receive.
+    pub(super) ring: BufRing,
+    /// Buffers and messages kept for the next send.
+    pub(super) spares: Spares,
+}
 
 /// Where a multishot receive stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,27 +41,13 @@ pub(super) struct Stream {
     pub(super) connecting: Option<Box<SockAddr>>,
     /// The multishot receive.
     pub(super) receiving: Receiving,
-    /// Ring buffers received and not read: (buffer id, length), oldest
-    /// first; the first `front_read` bytes of the first one are read.
-    buffers: VecDeque<(u16, usize)>,
-    front_read: usize,
-    /// Unread bytes moved out of the ring by [`Stream::spill`]; older
-    /// than those in `buffers`. `spilled[spilled_read..]` is unread.
-    spilled: Vec<u8>,
-    spilled_read: usize,
-    /// Unread bytes in all.
-    unread: usize,
+    input: Input,
+    out: Output,
     /// The peer closed its side: reads end after the unread bytes.
     pub(super) ended: bool,
     /// The connection failed with this `errno` (the connect, a receive or
     /// a send); every later operation reports it, reads after the data.
     pub(super) failed: Option<i32>,
-    /// Written bytes, `out[out_start..]` not yet sent; allocated (with
-    /// room for [`SEND_CAP`] bytes, never more) while not empty.
-    out: Vec<u8>,
-    out_start: usize,
-    /// Bytes from `out_start` that a send in flight reads; 0 when none.
-    sending: usize,
     /// The sending side was shut down.
     pub(super) shut: bool,
 }
@@ -65,16 +59,10 @@ impl Stream {
         Stream {
             connecting,
             receiving: Receiving::Off,
-            buffers: VecDeque::new(),
-            front_read: 0,
-            spilled: Vec::new(),
-            spilled_read: 0,
-            unread: 0,
+            input: Input::default(),
+            out: Output::default(),
             ended: false,
             failed: None,
-            out: Vec::new(),
-            out_start: 0,
-            sending: 0,
             shut: false,
         }
     }
@@ -90,12 +78,12 @@ impl Stream {
 
     /// A read would not report `WouldBlock`.
     pub(super) fn readable(&self) -> bool {
-        self.failed.is_some() || self.up() && (self.unread > 0 || self.ended)
+        self.failed.is_some() || self.up() && (self.input.unread() > 0 || self.ended)
     }
 
     /// A write would not report `WouldBlock`.
     pub(super) fn writable(&self) -> bool {
-        self.failed.is_some() || self.up() && self.room() > 0
+        self.failed.is_some() || self.up() && self.out.room() > 0
     }
 
     /// Whether a receive should be armed now: none is, the connection is
@@ -105,21 +93,19 @@ impl Stream {
             && self.up()
             && !self.ended
             && self.failed.is_none()
-            && self.unread <= RECV_CAP / 2
+            && self.input.unread() <= RECV_CAP / 2
     }
 
     /// The most a receive armed now may take: what is left to
     /// [`RECV_CAP`].
     pub(super) fn receive_limit(&self) -> u32 {
-        (RECV_CAP - self.unread.min(RECV_CAP)) as u32
+        (RECV_CAP - self.input.unread().min(RECV_CAP)) as u32
     }
 
     /// Takes ring buffer `id`, filled with `len` bytes by a receive.
     /// Returns whether it is the only ring buffer the stream holds.
     pub(super) fn received(&mut self, id: u16, len: usize) -> bool {
-        self.buffers.push_back((id, len));
-        self.unread += len;
-        self.buffers.len() == 1
+        self.input.received(id, len)
     }
 
     /// Reads the oldest unread bytes into `buf`, handing consumed ring
@@ -130,152 +116,106 @@ impl Stream {
                 .error()
                 .unwrap_or_else(|| io::ErrorKind::WouldBlock.into()));
         }
-        let mut read = 0;
-        if self.spilled_read < self.spilled.len() {
-            let spilled = &self.spilled[self.spilled_read..];
-            let n = spilled.len().min(buf.len());
-            buf[..n].copy_from_slice(&spilled[..n]);
-            self.spilled_read += n;
-            read = n;
-            if self.spilled_read == self.spilled.len() {
-                self.spilled = Vec::new();
-                self.spilled_read = 0;
-            }
-        }
-        while read < buf.len() {
-            let Some(&(id, len)) = self.buffers.front() else {
-                break;
-            };
-            // SAFETY: buffer `id` came with a reaped completion of `len`
-            // bytes and has not been provided back since: it is out of
-            // the ring, so the kernel does not write it.
-            let data = unsafe { ring.data(id, len) };
-            let data = &data[self.front_read..];
-            let n = data.len().min(buf.len() - read);
-            buf[read..read + n].copy_from_slice(&data[..n]);
-            read += n;
-            self.front_read += n;
-            if self.front_read == len {
-                self.buffers.pop_front();
-                self.front_read = 0;
-                ring.provide(id);
-            }
-        }
-        self.unread -= read;
+        let read = self.input.read(buf, ring);
         if read > 0 || buf.is_empty() {
             return Ok(read);
         }
-        match (self.error(), self.ended) {
-            (Some(err), _) => Err(err),
-            (None, true) => Ok(0),
-            (None, false) => Err(io::ErrorKind::WouldBlock.into()),
+        match self.at_end()? {
+            true => Ok(0),
+            false => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
-    /// Moves the unread bytes out of ring buffers into memory of the
-    /// stream's own and hands the buffers back, so that a caller slow to
-    /// read cannot starve the other connections of buffers.
-    pub(super) fn spill(&mut self, ring: &mut BufRing) {
-        if self.buffers.is_empty() {
-            return;
-        }
-        self.spilled.drain(..self.spilled_read);
-        self.spilled_read = 0;
-        for (id, len) in self.buffers.drain(..) {
-            // SAFETY: as in `read`: out of the ring until provided below.
-            let data = unsafe { ring.data(id, len) };
-            self.spilled.extend_from_slice(&data[self.front_read..]);
-            self.front_read = 0;
-            ring.provide(id);
+    /// Once every unread byte is taken: whether the input has ended (or
+    /// more may come), or the failure.
+    fn at_end(&self) -> io::Result<bool> {
+        match self.error() {
+            Some(err) => Err(err),
+            None => Ok(self.ended),
         }
     }
 
-    /// Hands every unread ring buffer back (the stream is closed).
-    pub(super) fn release(&mut self, ring: &mut BufRing) {
-        for (id, _) in self.buffers.drain(..) {
-            ring.provide(id);
-        }
-        self.spilled = Vec::new();
-        self.unread = 0;
-    }
-
-    /// Bytes a write could take now.
-    fn room(&self) -> usize {
-        match self.sending {
-            // Nothing in flight: the pending bytes can move to the front.
-            0 => SEND_CAP - (self.out.len() - self.out_start),
-            // A send reads the buffer: append only.
-            _ => SEND_CAP - self.out.len(),
+    /// Fails unless the stream may send: it failed, is connecting
+    /// (`WouldBlock`), or was shut down (`EPIPE`).
+    fn may_send(&self) -> io::Result<()> {
+        match self.error() {
+            Some(err) => Err(err),
+            None if !self.up() => Err(io::ErrorKind::WouldBlock.into()),
+            None if self.shut => Err(io::Error::from_raw_os_error(libc::EPIPE)),
+            None => Ok(()),
         }
     }
 
-    /// Takes a prefix of `data` into the output buffer.
-    pub(super) fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if let Some(err) = self.error() {
-            return Err(err);
+    /// Takes a prefix of `data` into the output.
+    pub(super) fn write(&mut self, data: &[u8], memory: &mut StreamMemory) -> io::Result<usize> {
+        self.may_send()?;
+        match self.out.write(data, &mut memory.ring, &mut memory.spares) {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
         }
-        if !self.up() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        if self.shut {
-            return Err(io::Error::from_raw_os_error(libc::EPIPE));
-        }
-        let n = data.len().min(self.room());
-        if n == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        if self.out.capacity() == 0 {
-            self.out = Vec::with_capacity(SEND_CAP);
-        }
-        if self.sending == 0 && self.out_start > 0 {
-            // No send reads the buffer: move the unsent bytes to its front.
-            self.out.drain(..self.out_start);
-            self.out_start = 0;
-        }
-        // Within the capacity, so the buffer does not move; a send in
-        // flight reads only bytes before the old length.
-        self.out.extend_from_slice(&data[..n]);
-        Ok(n)
     }
 
-    /// The bytes the next send should take, when none is in flight and
-    /// some are unsent; they are then in flight until [`Stream::sent`].
-    ///
-    /// The pointer stays valid, and the bytes unchanged, until then: the
-    /// buffer is not freed, moved or written there while a send is in
-    /// flight, and the stream is dropped only once no operation is.
-    pub(super) fn next_send(&mut self) -> Option<(*const u8, u32)> {
-        if self.sending > 0 || self.out_start == self.out.len() || self.failed.is_some() {
+    /// Moves up to `max` unread bytes to the output: whole ring buffers
+    /// as they are where they fit, else a copy.
+    pub(super) fn splice(&mut self, max: usize, memory: &mut StreamMemory) -> io::Result<Spliced> {
+        self.may_send()?;
+        if self.input.unread() == 0 {
+            return match self.at_end()? {
+                true => Ok(Spliced::InputEnded),
+                false => Ok(Spliced::InputEmpty),
+            };
+        }
+        let room = max.min(self.out.room());
+        let (input, out) = (&mut self.input, &mut self.out);
+        let mut moved = 0;
+        if out.takes_buffers() {
+            moved = input.take_buffers(room, |id, start, end| out.push_buffer(id, start, end));
+        }
+        if moved == 0 && !out.holds_buffers() {
+            // Written or spilled bytes come first, or the oldest buffer
+            // does not fit whole: copy what fits.
+            let n = room.min(input.unread());
+            let StreamMemory { ring, spares } = memory;
+            moved = out.write_with(
+                n,
+                |buf| {
+                    input.read(buf, ring);
+                },
+                spares,
+            );
+        }
+        Ok(match moved {
+            0 => Spliced::OutputFull,
+            moved => Spliced::Bytes(moved),
+        })
+    }
+
+    /// What the next send should take: see [`Output::next_send`].
+    pub(super) fn next_send(&mut self, memory: &mut StreamMemory) -> Option<Send> {
+        if self.failed.is_some() {
             return None;
         }
-        self.sending = self.out.len() - self.out_start;
-        let len = u32::try_from(self.sending).unwrap_or(u32::MAX);
-        Some((self.out[self.out_start..].as_ptr(), len))
+        self.out.next_send(&memory.ring, &mut memory.spares)
     }
 
     /// The send in flight completed with `result` (bytes sent, or
     /// `-errno`).
-    pub(super) fn sent(&mut self, result: i32) {
-        self.sending = 0;
-        match usize::try_from(result) {
-            Ok(sent) => self.out_start += sent,
-            Err(_) => {
-                if result != -libc::ECANCELED {
-                    self.failed.get_or_insert(-result);
-                }
-                self.out_start = self.out.len();
-            }
-        }
-        if self.out_start == self.out.len() {
-            // Idle connections hold no output buffer.
-            self.out = Vec::new();
-            self.out_start = 0;
+    pub(super) fn sent(&mut self, result: i32, memory: &mut StreamMemory) {
+        if let Some(errno) = self.out.sent(result, &mut memory.ring, &mut memory.spares) {
+            self.failed.get_or_insert(errno);
         }
     }
 
-    /// Every byte written was handed to the kernel.
-    pub(super) fn drained(&self) -> bool {
-        self.sending == 0 && self.out_start == self.out.len()
+    /// Moves unread bytes out of the ring: see [`Input::spill`].
+    pub(super) fn spill(&mut self, ring: &mut BufRing) {
+        self.input.spill(ring);
+    }
+
+    /// Hands back every ring buffer that no operation reads (the stream
+    /// is closed).
+    pub(super) fn release(&mut self, memory: &mut StreamMemory) {
+        self.input.release(&mut memory.ring);
+        self.out.release(&mut memory.ring, &mut memory.spares);
     }
 
     /// The stream's errors for [`Network::shutdown_write`]: `WouldBlock`
@@ -285,14 +225,14 @@ impl Stream {
     pub(super) fn may_shut_down(&self) -> io::Result<()> {
         match self.error() {
             Some(err) => Err(err),
-            None if !self.up() || !self.drained() => Err(io::ErrorKind::WouldBlock.into()),
+            None if !self.up() || !self.out.drained() => Err(io::ErrorKind::WouldBlock.into()),
             None => Ok(()),
         }
     }
 
     /// Memory of its own the stream holds for its data (besides ring
-    /// buffers): spilled bytes and the output buffer.
+    /// buffers): spilled bytes and the written bytes' buffer.
     pub(super) fn held_bytes(&self) -> usize {
-        self.spilled.capacity() + self.out.capacity()
+        self.input.held_bytes() + self.out.held_bytes()
     }
 }

@@ -2,7 +2,8 @@
 //! with operations in flight, running out of receive buffers, and the
 //! engine served on it.
 
-use super::stream::{RECV_CAP, SEND_CAP};
+use super::output::SEND_CAP;
+use super::stream::RECV_CAP;
 use super::*;
 use crate::client::{Exchange, HalfClose};
 use crate::clock::{Clock, MonotonicClock};
@@ -313,8 +314,21 @@ fn server_and_client(protocol: Protocol) -> (Server<UringNetwork>, SocketAddr, U
 /// Echoes every input through an engine server on one io_uring network,
 /// from clients on another; checks every byte.
 fn echo_through_server(inputs: &[Vec<u8>]) {
+    echo_through(net(), inputs);
+}
+
+/// Echoes every input through an engine server on `server_net`, from
+/// clients on another io_uring network; checks every byte.
+fn echo_through(server_net: UringNetwork, inputs: &[Vec<u8>]) {
     let clock = MonotonicClock::new();
-    let (mut server, addr, mut client) = server_and_client(Protocol::Tcp);
+    let mut server = Server::new(
+        server_net,
+        Config::default(),
+        ConnectionCount::default(),
+        (),
+    );
+    let addr = (server.listen(Protocol::Tcp, LOCALHOST, Bind::default())).unwrap();
+    let mut client = net();
     let mut exchanges: Vec<_> = (inputs.iter())
         .map(|input| Exchange::connect(&mut client, addr, input, HalfClose::AfterInput).unwrap())
         .collect();
@@ -372,4 +386,199 @@ fn datagrams_round_trip_through_the_engine() {
         }
     }
     assert_eq!(client.buffered(), 0);
+}
+
+/// Bytes of memory of their own the sockets of `net` hold: copies of
+/// data, as opposed to ring buffers.
+fn copies_held(net: &UringNetwork) -> usize {
+    net.buffered() - net.streams.ring.held_bytes()
+}
+
+#[test]
+fn the_engine_echoes_ring_buffers_without_copying_them() {
+    let clock = MonotonicClock::new();
+    let (mut server, addr, _) = server_and_client(Protocol::Tcp);
+    let mut peer = TcpStream::connect(addr).unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let mut spliced_seen = 0;
+    for round in 0..100u8 {
+        let message = pattern(512, round);
+        peer.write_all(&message).unwrap();
+        let mut got = Vec::new();
+        let deadline = clock.now() + Duration::from_secs(5);
+        while got.len() < message.len() {
+            assert!(clock.now() < deadline, "no echo in round {round}");
+            server.turn(&clock, Some(TICK)).unwrap();
+            let net = server.network_mut();
+            assert_eq!(copies_held(net), 0, "round {round}: the echo was copied");
+            if net.streams.ring.held_bytes() > 0 {
+                // Received, spliced, its send not yet reaped: the very
+                // buffer the kernel received into is what is sent.
+                spliced_seen += 1;
+            }
+            let mut buf = [0; 1024];
+            match peer.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => panic!("read: {err}"),
+            }
+        }
+        assert_eq!(got, message);
+    }
+    assert!(
+        spliced_seen >= 50,
+        "buffers went out as they came in {spliced_seen} of 100 rounds"
+    );
+}
+
+#[test]
+fn a_peer_that_stops_reading_holds_copies_not_ring_buffers() {
+    const BUFFERS: u16 = 16;
+    let clock = MonotonicClock::new();
+    let net = UringNetwork::open(Setup::preferred(), BUFFERS).unwrap();
+    let mut server = Server::new(net, Config::default(), ConnectionCount::default(), ());
+    let addr = (server.listen(Protocol::Tcp, LOCALHOST, Bind::default())).unwrap();
+    let input = pattern(8 << 20, 9);
+    let sent = input.clone();
+    let (connected_tx, connected_rx) = std::sync::mpsc::channel();
+    let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+    // The stalled peer writes 8 MiB and reads nothing until told.
+    let stalled = thread::spawn(move || {
+        let mut peer = TcpStream::connect(addr).unwrap();
+        connected_tx.send(()).unwrap();
+        let mut reader = peer.try_clone().unwrap();
+        let writer = thread::spawn(move || peer.write_all(&sent).map(|()| peer));
+        wait_for_go.recv().unwrap();
+        let mut got = Vec::new();
+        while got.len() < 8 << 20 {
+            let mut buf = vec![0; 1 << 16];
+            let n = reader.read(&mut buf).unwrap();
+            assert_ne!(n, 0, "end of stream after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        drop(writer.join().unwrap().unwrap());
+        got
+    });
+    connected_rx.recv().unwrap();
+    for _ in 0..100 {
+        server.turn(&clock, Some(TICK)).unwrap();
+    }
+    let held = server.network_mut().streams.ring.held_bytes();
+    assert!(
+        held <= RECV_CAP,
+        "the stalled connection holds {held} bytes of ring buffers after a wait"
+    );
+    let total = server.network_mut().buffered() + server.buffered_bytes();
+    assert!(
+        total <= RECV_CAP + SEND_CAP + 64 * 1024,
+        "holds {total} bytes"
+    );
+    // Another connection is echoed meanwhile: the stalled one took no
+    // more ring buffers than its bound.
+    let mut other = TcpStream::connect(addr).unwrap();
+    other.set_nonblocking(true).unwrap();
+    for round in 0..20u8 {
+        let message = pattern(20_000, round);
+        other.write_all(&message).unwrap();
+        let mut got = Vec::new();
+        let deadline = clock.now() + Duration::from_secs(5);
+        while got.len() < message.len() {
+            assert!(clock.now() < deadline, "the other connection starved");
+            server.turn(&clock, Some(TICK)).unwrap();
+            let mut buf = [0; 1 << 16];
+            match other.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => panic!("read: {err}"),
+            }
+        }
+        assert!(got == message, "round {round}");
+    }
+    go.send(()).unwrap();
+    let deadline = clock.now() + Duration::from_secs(60);
+    while !stalled.is_finished() {
+        assert!(
+            clock.now() < deadline,
+            "the stalled peer's echo did not finish"
+        );
+        server.turn(&clock, Some(TICK)).unwrap();
+    }
+    assert!(stalled.join().unwrap() == input, "every byte, in order");
+}
+
+#[test]
+fn spliced_echoes_survive_running_out_of_buffers() {
+    let inputs: Vec<_> = (0..40).map(|i| pattern(40_000 + i, i as u8)).collect();
+    echo_through(UringNetwork::open(Setup::preferred(), 8).unwrap(), &inputs);
+}
+
+/// Splices on `server` whatever `client` sends it, until the output has
+/// been full for 20 waits in a row: the client reads nothing, so the
+/// kernel's buffers fill, and the output turns into copies.
+fn splice_until_full(net: &mut UringNetwork, client: SocketId, server: SocketId) -> usize {
+    let chunk = pattern(16 * 1024, 1);
+    let (mut spliced, mut full) = (0, 0);
+    while full < 20 {
+        let _ = net.write(client, &chunk);
+        match net.splice(server, 64 * 1024) {
+            Ok(Spliced::Bytes(n)) => (spliced, full) = (spliced + n, 0),
+            Ok(Spliced::OutputFull) => full += 1,
+            Ok(_) => {}
+            Err(err) => panic!("splice: {err}"),
+        }
+        tick(net);
+    }
+    spliced
+}
+
+/// Waits until every socket but one (the listener) was closed and freed.
+fn until_only_the_listener_is_left(net: &mut UringNetwork, clock: &MonotonicClock) {
+    until(net, clock, "tombstones freed", |net| {
+        let open = (net.slots.iter()).filter(|slot| slot.entry.is_some());
+        Ok((open.count() == 1).then_some(()))
+    });
+}
+
+#[test]
+fn closing_with_sends_in_flight_hands_every_buffer_back() {
+    let (mut net, clock) = (net(), MonotonicClock::new());
+    let (listener, client, server) = connected(&mut net, &clock);
+    assert!(splice_until_full(&mut net, client, server) > SEND_CAP);
+    assert!(copies_held(&net) >= SEND_CAP, "a stalled output is copied");
+    net.close(server, Close::Orderly);
+    net.close(client, Close::Reset);
+    until_only_the_listener_is_left(&mut net, &clock);
+    assert_eq!(
+        net.streams.ring.held_bytes(),
+        0,
+        "every ring buffer is back"
+    );
+    // A splice whose send is queued, not yet submitted, when closed.
+    let addr = net.local_addr(listener).unwrap();
+    let client = net.connect(addr, None).unwrap();
+    net.set_interest(client, Interest::BOTH);
+    let (server, _) = until(&mut net, &clock, "accept", |net| {
+        net.accept(listener).map(Some)
+    });
+    until(&mut net, &clock, "write", |net| {
+        Ok(Some(net.write(client, b"in flight")?).filter(|&n| n == 9))
+    });
+    until(&mut net, &clock, "splice", |net| {
+        match net.splice(server, 1024)? {
+            Spliced::Bytes(n) => Ok(Some(n)),
+            _ => Ok(None),
+        }
+    });
+    assert!(
+        net.streams.ring.held_bytes() > 0,
+        "the spliced buffer is out"
+    );
+    net.close(server, Close::Orderly);
+    net.close(client, Close::Orderly);
+    until_only_the_listener_is_left(&mut net, &clock);
+    assert_eq!(
+        net.streams.ring.held_bytes(),
+        0,
+        "every ring buffer is back"
+    );
 }
