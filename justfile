@@ -55,6 +55,12 @@ build:
 build-wasm:
     cargo build --release --target wasm32-wasip2
 
+# Regenerate the man pages (docs/man/) and shell completion scripts
+# (docs/completions/) from the command line; `just test` fails while they
+# are out of date.
+man:
+    ECHOKIT_DOCS=overwrite cargo test --test docs -- generated_man_pages_and_completions_are_current
+
 # Run the native server: `just serve --listen 127.0.0.1:0 -v`.
 serve *args: build
     ./target/release/echokit serve {{args}}

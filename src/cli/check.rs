@@ -66,7 +66,7 @@ pub(crate) struct CheckArgs {
     #[arg(long, value_name = "SECS", default_value = "20", value_parser = parse_seconds)]
     timeout: Duration,
 
-    /// Print one JSON object per scenario and a summary object (see the README).
+    /// Print one JSON object per scenario and a summary object (see docs/check.md).
     #[arg(long)]
     json: bool,
 

@@ -4,6 +4,7 @@
 
 mod bench;
 mod check;
+mod completions;
 mod files;
 mod log;
 mod report;
@@ -59,6 +60,14 @@ enum Command {
     Report(report::ReportArgs),
     /// Check that an echo endpoint (a server, or a proxy in front of one) keeps TCP and UDP echo intact.
     Check(check::CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish) on stdout.
+    Completions(completions::CompletionsArgs),
+}
+
+/// The whole command line's definition: for completion scripts, and for
+/// the docs test (`tests/docs.rs`), which checks the docs against it.
+pub(crate) fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// Parses the command line, runs the subcommand, and reports how it went.
@@ -70,6 +79,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Check(args) => check::run(args),
         Command::Report(args) => report::run(args),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -47,8 +47,8 @@ pub(super) struct ServeArgs {
     tcp: bool,
 
     /// Serve UDP echo; with --tcp too, both on the same address and port. Datagrams from
-    /// source ports below 1024 and from peers in an echo loop are dropped (see the README's
-    /// Security section).
+    /// source ports below 1024 and from peers in an echo loop are dropped (see
+    /// docs/security.md).
     #[arg(long)]
     udp: bool,
 
