@@ -1,5 +1,5 @@
 //! io_uring backend (Linux): the host's sockets, readiness emulated over
-//! completions.
+//! completions, and an echo path that is completion-native.
 //!
 //! Every operation is submitted to one ring per network (one per event
 //! loop, created on its thread) and [`Network::wait`] is one
@@ -10,22 +10,33 @@
 //! - listeners keep a multishot accept armed while read interest is set;
 //!   accepted sockets queue until [`Network::accept`] takes them;
 //! - streams keep a multishot receive armed that picks buffers from a
-//!   ring shared by all of them, so an idle connection holds no buffer.
-//!   Reads copy out of those buffers and hand them back; bytes a turn left
-//!   unread are moved out of the ring at the next wait, so a slow reader
-//!   cannot starve the others, and each receive is limited to what is
-//!   left to [`stream::RECV_CAP`] unread bytes, so that it stops until
-//!   the caller reads;
-//! - writes copy into a per-connection buffer of at most
-//!   [`stream::SEND_CAP`] bytes, sent by one send at a time;
+//!   ring shared by all of them, so an idle connection holds no buffer
+//!   ([`input`]). Each receive is limited to what is left to
+//!   [`stream::RECV_CAP`] unread bytes, so that it stops until the caller
+//!   reads, and bytes a turn left unread are moved out of the ring at the
+//!   next wait, so that a slow reader cannot starve the others;
+//! - [`Network::splice`] is the echo path, as in liburing's `proxy.c`: the
+//!   received buffers are queued for sending on their own connection as
+//!   they are and handed back to the ring when the send completes; only
+//!   what the socket does not take at once is copied ([`output`]). Reads
+//!   copy out of the buffers; writes copy into a per-connection buffer of
+//!   at most [`output::SEND_CAP`] bytes, sent by one send at a time;
 //! - UDP sockets receive by multishot `recvmsg` into a second ring and
 //!   send each datagram by `sendmsg`, a bounded number in flight.
+//!
+//! The buffer rings are mapped, not allocated: a buffer costs resident
+//! memory once a receive first wrote into it, so a server at rest holds
+//! none of them.
 //!
 //! Closing is safe with operations in flight: the socket's slot becomes a
 //! tombstone that keeps the socket open and every buffer an operation
 //! points to, its operations are cancelled, and the slot (with the file
 //! descriptor) is freed when the last of their completions arrived. Each
 //! submission's `user_data` carries the slot's generation, too.
+//!
+//! `ECHOKIT_URING_SETUP`, `ECHOKIT_URING_BUFFERS` and
+//! `ECHOKIT_URING_SPLICE` choose other ring flags, buffer rings and echo
+//! paths than the defaults, to measure them side by side ([`setup`]).
 
 mod bufring;
 mod datagram;
@@ -38,6 +49,7 @@ mod tag;
 #[cfg(test)]
 mod tests;
 
+use setup::Buffers;
 pub use setup::Setup;
 
 use super::sockets::{bound, client, host_capabilities, listening};
@@ -54,10 +66,16 @@ use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::Duration;
 use stream::{Stream, StreamMemory};
 
-/// Buffers in the ring streams receive into, and their size: what all
-/// connections of one event loop can have received in one turn.
-const STREAM_BUFFERS: u16 = 1024;
-const STREAM_BUFFER_SIZE: usize = 16 * 1024;
+/// The ring streams receive into: what all connections of one event loop
+/// can have received in one turn. Few enough that the buffers stay in the
+/// processor's caches (the kernel takes them in turn, so every one of them
+/// is written again and again), enough that a thousand connections in
+/// one loop rarely run the ring dry: 2 MiB. Measured against 256 and 1,024
+/// buffers of 16 KiB and 32 to 256 of 64 KiB: see docs/performance.md.
+const STREAM_BUFFERS: Buffers = Buffers {
+    count: 128,
+    size: 16 * 1024,
+};
 /// Buffers in the ring UDP sockets receive into (set up with the first).
 const DATAGRAM_BUFFERS: u16 = 32;
 const STREAM_GROUP: u16 = 0;
@@ -67,6 +85,8 @@ const DATAGRAM_GROUP: u16 = 1;
 pub struct UringNetwork {
     ring: IoUring,
     setup: Setup,
+    /// Whether the engine is told to splice (see [`Capabilities::splice`]).
+    splice: bool,
     slots: Vec<Slot>,
     /// Free slots, reused last freed first.
     free: Vec<u32>,
@@ -153,11 +173,11 @@ impl UringNetwork {
 
     /// Like [`UringNetwork::new`], trying `setup` first.
     pub fn with_setup(setup: Setup) -> io::Result<Self> {
-        Self::open(setup, STREAM_BUFFERS)
+        Self::open(setup, Buffers::preferred(STREAM_BUFFERS))
     }
 
-    /// A network whose streams share `stream_buffers` receive buffers.
-    fn open(setup: Setup, stream_buffers: u16) -> io::Result<Self> {
+    /// A network whose streams receive into `buffers`.
+    fn open(setup: Setup, buffers: Buffers) -> io::Result<Self> {
         let (ring, setup) = setup.ring().map_err(setup::unavailable)?;
         if !ring.params().is_feature_ext_arg() {
             return Err(setup::unavailable(io::Error::new(
@@ -166,13 +186,14 @@ impl UringNetwork {
             )));
         }
         let streams = StreamMemory {
-            ring: BufRing::new(&ring, STREAM_GROUP, stream_buffers, STREAM_BUFFER_SIZE)
+            ring: BufRing::new(&ring, STREAM_GROUP, buffers.count, buffers.size)
                 .map_err(setup::unavailable)?,
             spares: Default::default(),
         };
         Ok(UringNetwork {
             ring,
             setup,
+            splice: setup::splicing(),
             slots: Vec::new(),
             free: Vec::new(),
             streams,
@@ -332,7 +353,7 @@ impl Network for UringNetwork {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             // Echoing spliced ring buffers copies nothing.
-            splice: true,
+            splice: self.splice,
             ..host_capabilities("io_uring")
         }
     }

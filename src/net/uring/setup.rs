@@ -11,6 +11,44 @@ const COMPLETIONS: u32 = 8192;
 /// The environment variable that names the first [`Setup`] to try:
 /// `deferred`, `cooperative` or `plain`.
 pub(super) const SETUP_VARIABLE: &str = "ECHOKIT_URING_SETUP";
+/// The environment variable that sets the streams' [`Buffers`], as
+/// `COUNTxSIZE` (`128x16384`), to measure others than the default.
+const BUFFERS_VARIABLE: &str = "ECHOKIT_URING_BUFFERS";
+/// The environment variable that turns splicing off (`off`): the engine
+/// then reads and writes, copying each echoed byte twice more, to
+/// measure what splicing saves.
+const SPLICE_VARIABLE: &str = "ECHOKIT_URING_SPLICE";
+
+/// The ring of buffers the streams of one event loop receive into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Buffers {
+    /// How many (a power of two).
+    pub(super) count: u16,
+    /// Bytes each.
+    pub(super) size: usize,
+}
+
+impl Buffers {
+    /// The default, or what `ECHOKIT_URING_BUFFERS` says when it says
+    /// it well (a power of two up to 32,768 buffers of 1 B to 1 MiB).
+    pub(super) fn preferred(default: Buffers) -> Buffers {
+        let Ok(value) = std::env::var(BUFFERS_VARIABLE) else {
+            return default;
+        };
+        let parsed = value.split_once('x').and_then(|(count, size)| {
+            let count: u16 = count.parse().ok()?;
+            let size: usize = size.parse().ok()?;
+            let fits = count.is_power_of_two() && count <= 1 << 15 && (1..=1 << 20).contains(&size);
+            fits.then_some(Buffers { count, size })
+        });
+        parsed.unwrap_or(default)
+    }
+}
+
+/// Whether streams splice: unless `ECHOKIT_URING_SPLICE` is `off`.
+pub(super) fn splicing() -> bool {
+    std::env::var(SPLICE_VARIABLE).as_deref() != Ok("off")
+}
 
 /// Which io_uring setup flags a ring was created with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

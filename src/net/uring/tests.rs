@@ -20,6 +20,14 @@ fn net() -> UringNetwork {
     UringNetwork::new().unwrap()
 }
 
+/// `count` stream buffers of the default size.
+fn buffers(count: u16) -> Buffers {
+    Buffers {
+        count,
+        ..STREAM_BUFFERS
+    }
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
@@ -195,7 +203,7 @@ fn single_shot_receives_where_the_kernel_limits_none() {
 #[test]
 fn connections_that_run_out_of_buffers_receive_later() {
     let clock = MonotonicClock::new();
-    let mut net = UringNetwork::open(Setup::preferred(), 8).unwrap();
+    let mut net = UringNetwork::open(Setup::preferred(), buffers(8)).unwrap();
     let listener = net.listen(LOCALHOST, Bind::default()).unwrap();
     let addr = net.local_addr(listener).unwrap();
     net.set_interest(listener, Interest::READ);
@@ -435,7 +443,7 @@ fn the_engine_echoes_ring_buffers_without_copying_them() {
 fn a_peer_that_stops_reading_holds_copies_not_ring_buffers() {
     const BUFFERS: u16 = 16;
     let clock = MonotonicClock::new();
-    let net = UringNetwork::open(Setup::preferred(), BUFFERS).unwrap();
+    let net = UringNetwork::open(Setup::preferred(), buffers(BUFFERS)).unwrap();
     let mut server = Server::new(net, Config::default(), ConnectionCount::default(), ());
     let addr = (server.listen(Protocol::Tcp, LOCALHOST, Bind::default())).unwrap();
     let input = pattern(8 << 20, 9);
@@ -508,7 +516,10 @@ fn a_peer_that_stops_reading_holds_copies_not_ring_buffers() {
 #[test]
 fn spliced_echoes_survive_running_out_of_buffers() {
     let inputs: Vec<_> = (0..40).map(|i| pattern(40_000 + i, i as u8)).collect();
-    echo_through(UringNetwork::open(Setup::preferred(), 8).unwrap(), &inputs);
+    echo_through(
+        UringNetwork::open(Setup::preferred(), buffers(8)).unwrap(),
+        &inputs,
+    );
 }
 
 /// Splices on `server` whatever `client` sends it, until the output has
