@@ -14,8 +14,10 @@
 # (its ECHOKIT_URING_* variables: buffer rings, splicing off, ring flags),
 # and the load generator's CPU per request on io_uring and on epoll.
 #
-# Environment: CORES_W (default "1 4 8"), CORES_SECS (3), CORES_ROUNDS
-# (2), LEVER_W (4), ECHOKIT (target/release/echokit), TOKIO_ECHO,
+# Environment: CORES_W (default "1 4 8"), CORES_STD_W (the W of the std
+# rows, "1 4 8"), CORES_SECS (3), CORES_ROUNDS (2), LEVER_W (4),
+# CORES_LEVERS (uring and uring-NAME=VALUE for each ECHOKIT_URING_NAME
+# lever), CORES_GENERATOR_ROUNDS (CORES_ROUNDS; 0 skips), ECHOKIT (target/release/echokit), TOKIO_ECHO,
 # STD_PINGPONG. Writes every measurement as a JSON line to
 # OUT_DIR/cores.jsonl (the generator's to OUT_DIR/generator.jsonl) and
 # prints the medians (benches/cores_table.py) at the end.
@@ -127,14 +129,17 @@ for w in ${CORES_W:-1 4 8}; do
             measure "$w" "$server" "pingpong-$((50 * w))x512" bench $((50 * w)) 512 pingpong "$round"
             measure "$w" "$server" "pingpong-$((100 * w))x128" bench $((100 * w)) 128 pingpong "$round"
             measure "$w" "$server" "stream-$((8 * w))x65536" bench $((8 * w)) 65536 stream "$round"
-            measure "$w" "$server" "std-pingpong-$((50 * w))x512" std $((50 * w)) 512 pingpong "$round"
+            case " ${CORES_STD_W:-1 4 8} " in
+            *" $w "*) measure "$w" "$server" "std-pingpong-$((50 * w))x512" std $((50 * w)) 512 \
+                pingpong "$round" ;;
+            esac
         done
     done
 done
 # The levers of the io_uring backend, side by side at W = LEVER_W (4).
 w=${LEVER_W:-4}
-levers=(uring uring-BUFFERS=1024x16384 uring-BUFFERS=256x16384 uring-BUFFERS=64x65536
-    uring-SPLICE=off uring-SETUP=cooperative)
+read -r -a levers <<<"${CORES_LEVERS:-uring uring-BUFFERS=1024x16384 uring-BUFFERS=256x16384 \
+uring-BUFFERS=64x65536 uring-BUNDLES=off uring-SPLICE=off uring-SETUP=cooperative}"
 for round in $(seq "$rounds"); do
     for server in "${levers[@]}"; do
         measure "$w" "$server" "lever-pingpong-$((50 * w))x512" bench $((50 * w)) 512 pingpong "$round"
@@ -144,7 +149,7 @@ done
 
 # The load generator's own CPU per request on each backend, one process
 # on the last core against an epoll server on W = LEVER_W.
-for round in $(seq "$rounds"); do
+for round in $(seq "${CORES_GENERATOR_ROUNDS:-$rounds}"); do
     for io in uring epoll; do
         port=$((port + 1))
         taskset -c "0-$((w - 1))" "$echokit" serve --io epoll --workers "$w" \

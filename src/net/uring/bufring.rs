@@ -11,6 +11,13 @@ use std::sync::atomic::{AtomicU16, Ordering};
 /// Page alignment, which the kernel requires of the ring.
 const PAGE: usize = 4096;
 
+/// The buffers one completion took: see [`BufRing::take`].
+pub(super) struct Taken {
+    start: u16,
+    count: u16,
+    left: usize,
+}
+
 /// Buffers registered with one ring under one group id.
 ///
 /// A buffer is either in the ring (the kernel may write into it at any
@@ -26,6 +33,12 @@ pub(super) struct BufRing {
     /// The tail as this side has written it; the kernel sees it after
     /// [`BufRing::publish`].
     tail: u16,
+    /// The head as the kernel moves it: the ring entries it consumed, in
+    /// order. A completion names only the first buffer of a bundle; the
+    /// others are the entries after it, which `bids` remembers.
+    head: u16,
+    /// The buffer id provided at each ring entry.
+    bids: Box<[u16]>,
     /// Buffers out of the ring.
     out: usize,
     /// Set when the memory must outlive this value (the kernel may still
@@ -56,6 +69,8 @@ impl BufRing {
             count,
             size,
             tail: 0,
+            head: 0,
+            bids: vec![0; usize::from(count)].into_boxed_slice(),
             out: usize::from(count),
             leaked: false,
         };
@@ -106,9 +121,46 @@ impl BufRing {
         }
     }
 
-    /// Counts one buffer out of the ring: a completion picked it.
-    pub(super) fn taken(&mut self) {
-        self.out += 1;
+    /// The buffers a completion took out of the ring, `first` the one it
+    /// names, for `len` bytes received: each with the bytes it holds,
+    /// oldest first. A bundle takes as many buffers as its bytes filled,
+    /// none when it received nothing; any other receive takes one.
+    pub(super) fn take(&mut self, first: u16, len: i32, bundle: bool) -> Taken {
+        let len = usize::try_from(len).unwrap_or(0);
+        let count = match bundle {
+            true => len.div_ceil(self.size),
+            false => 1,
+        };
+        let mask = self.count - 1;
+        if count > 0 && self.bids[usize::from(self.head & mask)] != first {
+            // The kernel consumed entries this side did not see consumed,
+            // which it never does; follow it rather than lose buffers.
+            debug_assert!(false, "buffer {first} is not at the ring's head");
+            let at = (0..self.count)
+                .find(|&i| self.bids[usize::from(self.head.wrapping_add(i) & mask)] == first);
+            self.head = self.head.wrapping_add(at.unwrap_or(0));
+        }
+        let start = self.head;
+        self.head = self.head.wrapping_add(count as u16);
+        self.out += count;
+        Taken {
+            start,
+            count: count as u16,
+            left: len,
+        }
+    }
+
+    /// The next buffer of `taken`: its id and the bytes it holds.
+    pub(super) fn next(&self, taken: &mut Taken) -> Option<(u16, usize)> {
+        if taken.count == 0 {
+            return None;
+        }
+        let id = self.bids[usize::from(taken.start & (self.count - 1))];
+        let len = taken.left.min(self.size);
+        taken.start = taken.start.wrapping_add(1);
+        taken.count -= 1;
+        taken.left -= len;
+        Some((id, len))
     }
 
     /// Hands buffer `id` back to the kernel (seen after the next
@@ -123,6 +175,7 @@ impl BufRing {
         entry.set_addr(self.memory.as_ptr() as u64 + (usize::from(id) * self.size) as u64);
         entry.set_len(self.size as u32);
         entry.set_bid(id);
+        self.bids[index] = id;
         self.tail = self.tail.wrapping_add(1);
         self.out -= 1;
     }

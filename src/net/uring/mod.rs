@@ -105,6 +105,8 @@ pub struct UringNetwork {
     /// The kernel limits what a multishot receive takes in all; where it
     /// does not, receives are single-shot.
     receive_limits: bool,
+    /// Stream receives take bundles of buffers (Linux 6.10 and later).
+    bundles: bool,
     /// Completions reaped, and submissions the kernel never took (with
     /// their error), to process.
     completions: Vec<(u64, i32, u32)>,
@@ -185,6 +187,7 @@ impl UringNetwork {
                 "the kernel has no timed waits (IORING_FEAT_EXT_ARG)",
             )));
         }
+        let bundles = ring.params().is_feature_recvsend_bundle() && setup::bundling();
         let streams = StreamMemory {
             ring: BufRing::new(&ring, STREAM_GROUP, buffers.count, buffers.size)
                 .map_err(setup::unavailable)?,
@@ -203,6 +206,7 @@ impl UringNetwork {
             rearm: Vec::new(),
             interested: 0,
             receive_limits: true,
+            bundles,
             completions: Vec::new(),
             unsubmitted: Vec::new(),
         })

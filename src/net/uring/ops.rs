@@ -10,6 +10,9 @@ use io_uring::{cqueue, opcode, squeue};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+/// The tag `aux` of a stream receive that takes bundles of buffers.
+const BUNDLE: u8 = 1;
+
 /// How long one step of the wait for in-flight operations at drop lasts.
 pub(super) const DRAIN_STEP: Duration = Duration::from_millis(10);
 
@@ -55,32 +58,42 @@ impl UringNetwork {
     /// Arms the multishot receive of a stream or UDP socket that wants
     /// one.
     pub(super) fn arm_receive(&mut self, slot: u32) {
-        let limits = self.receive_limits;
+        let (limits, bundles) = (self.receive_limits, self.bundles);
         let Some(entry) = self.live(slot) else {
             return;
         };
         let fd = Fd(entry.socket.as_raw_fd());
-        let (op, sqe) = match &mut entry.kind {
+        let (op, aux, sqe) = match &mut entry.kind {
             Kind::Stream(stream) if stream.wants_receive() => {
                 stream.receiving = Receiving::Armed;
-                let sqe = match limits {
-                    true => limited(
-                        opcode::RecvMulti::new(fd, STREAM_GROUP).build(),
-                        stream.receive_limit(),
+                let (aux, sqe) = match (limits, bundles) {
+                    // Each completion takes as many buffers as the bytes
+                    // ready fill: one receive where a stream has more.
+                    (true, true) => (
+                        BUNDLE,
+                        opcode::RecvMultiBundle::new(fd, STREAM_GROUP).build(),
                     ),
+                    (true, false) => (0, opcode::RecvMulti::new(fd, STREAM_GROUP).build()),
                     // One buffer per receive: bounded the same way.
-                    false => (opcode::Recv::new(fd, std::ptr::null_mut(), 0))
-                        .buf_group(STREAM_GROUP)
-                        .build()
-                        .flags(squeue::Flags::BUFFER_SELECT),
+                    (false, _) => (
+                        0,
+                        (opcode::Recv::new(fd, std::ptr::null_mut(), 0))
+                            .buf_group(STREAM_GROUP)
+                            .build()
+                            .flags(squeue::Flags::BUFFER_SELECT),
+                    ),
                 };
-                (Op::Recv, sqe)
+                let sqe = match limits {
+                    true => limited(sqe, stream.receive_limit()),
+                    false => sqe,
+                };
+                (Op::Recv, aux, sqe)
             }
             Kind::Datagram(datagram) if datagram.wants_receive() => {
                 datagram.receiving = Receiving::Armed;
                 let header: *const libc::msghdr = &*datagram.header;
                 let sqe = opcode::RecvMsgMulti::new(fd, header, DATAGRAM_GROUP).build();
-                (Op::RecvMsg, sqe)
+                (Op::RecvMsg, 0, sqe)
             }
             _ => return,
         };
@@ -89,7 +102,7 @@ impl UringNetwork {
         // dropped with operations in flight). A datagram receive also
         // reads the socket's boxed header, which lives in the entry, and
         // the entry lives until the operation's last completion.
-        unsafe { self.submit(slot, op, 0, sqe) }
+        unsafe { self.submit(slot, op, aux, sqe) }
     }
 
     /// Arms the multishot accept of a listener that has read interest and
@@ -256,15 +269,15 @@ impl UringNetwork {
                 }
             }
             (Kind::Stream(stream), Op::Recv) => {
-                if let Some(id) = cqueue::buffer_select(flags) {
-                    self.streams.ring.taken();
-                    match usize::try_from(result) {
-                        Ok(len) if len > 0 && !closed => {
-                            if stream.received(id, len) {
-                                self.holding.push(slot);
-                            }
+                if let Some(first) = cqueue::buffer_select(flags) {
+                    let ring = &mut self.streams.ring;
+                    let mut taken = ring.take(first, result, tag.aux == BUNDLE);
+                    while let Some((id, len)) = ring.next(&mut taken) {
+                        match len > 0 && !closed {
+                            true if stream.received(id, len) => self.holding.push(slot),
+                            true => {}
+                            false => ring.provide(id),
                         }
-                        _ => self.streams.ring.provide(id),
                     }
                 }
                 match errno {
@@ -296,15 +309,19 @@ impl UringNetwork {
                 }
             }
             (Kind::Datagram(datagram), Op::RecvMsg) => {
-                if let (Some(id), Some(ring)) = (cqueue::buffer_select(flags), &mut self.datagrams)
+                if let (Some(first), Some(ring)) =
+                    (cqueue::buffer_select(flags), &mut self.datagrams)
                 {
-                    ring.taken();
-                    if let (Ok(len), false) = (usize::try_from(result), closed) {
-                        // SAFETY: the completion handed buffer `id` out
-                        // with `len` bytes; it is provided back below.
-                        datagram.received(unsafe { ring.data(id, len) });
+                    let mut taken = ring.take(first, result, false);
+                    if let Some((id, len)) = ring.next(&mut taken) {
+                        if result >= 0 && !closed {
+                            // SAFETY: the completion handed buffer `id`
+                            // out with `len` bytes; it is provided back
+                            // below.
+                            datagram.received(unsafe { ring.data(id, len) });
+                        }
+                        ring.provide(id);
                     }
-                    ring.provide(id);
                 }
                 match errno {
                     Some(libc::ENOBUFS) | Some(libc::ECANCELED) | None => {}

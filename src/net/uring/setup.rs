@@ -18,6 +18,8 @@ const BUFFERS_VARIABLE: &str = "ECHOKIT_URING_BUFFERS";
 /// then reads and writes, copying each echoed byte twice more, to
 /// measure what splicing saves.
 const SPLICE_VARIABLE: &str = "ECHOKIT_URING_SPLICE";
+/// The environment variable that turns bundled receives off (`off`).
+const BUNDLES_VARIABLE: &str = "ECHOKIT_URING_BUNDLES";
 
 /// The ring of buffers the streams of one event loop receive into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +50,12 @@ impl Buffers {
 /// Whether streams splice: unless `ECHOKIT_URING_SPLICE` is `off`.
 pub(super) fn splicing() -> bool {
     std::env::var(SPLICE_VARIABLE).as_deref() != Ok("off")
+}
+
+/// Whether stream receives take bundles of buffers where the kernel
+/// can: unless `ECHOKIT_URING_BUNDLES` is `off`.
+pub(super) fn bundling() -> bool {
+    std::env::var(BUNDLES_VARIABLE).as_deref() != Ok("off")
 }
 
 /// Which io_uring setup flags a ring was created with.

@@ -201,6 +201,17 @@ fn single_shot_receives_where_the_kernel_limits_none() {
 }
 
 #[test]
+fn receives_without_bundles_where_the_kernel_has_none() {
+    assert!(net().bundles, "Linux 6.10 and later receive bundles");
+    let mut unbundled = net();
+    unbundled.bundles = false;
+    stop_reading_then_read_all(unbundled);
+    let mut unbundled = net();
+    unbundled.bundles = false;
+    stream_echo_and_half_close(unbundled, MonotonicClock::new());
+}
+
+#[test]
 fn connections_that_run_out_of_buffers_receive_later() {
     let clock = MonotonicClock::new();
     let mut net = UringNetwork::open(Setup::preferred(), buffers(8)).unwrap();
