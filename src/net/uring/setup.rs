@@ -6,8 +6,10 @@ use std::io;
 /// Submission queue entries.
 const ENTRIES: u32 = 1024;
 /// Completion queue entries: multishot operations post many per
-/// submission.
-const COMPLETIONS: u32 = 8192;
+/// submission, and the kernel keeps what overflows. Each ring's queue is
+/// resident memory: 64 KiB here, half what 8,192 cost (a server of 16
+/// event loops started at 8.0 MiB with those, 7.1 with these).
+const COMPLETIONS: u32 = 4096;
 /// The environment variable that names the first [`Setup`] to try:
 /// `deferred`, `cooperative` or `plain`.
 pub(super) const SETUP_VARIABLE: &str = "ECHOKIT_URING_SETUP";
