@@ -125,6 +125,11 @@ footprint: build build-wasm
 scale *targets: build build-wasm
     ECHOKIT_BIN=target/release/echokit cargo bench --profile ci --bench scale -- {{targets}}
 
+# Native server on 1, 4 and 8 pinned cores vs tokio and epoll, io_uring levers (benches/cores.sh; 10+ cores).
+cores: build
+    cargo build --release --example tokio_echo --example std_pingpong
+    benches/cores.sh target/bench
+
 # Fails on a wrong byte or on RSS growth over 10% after warm-up.
 
 # Each build under full load for ECHOKIT_SOAK_SECS (default 60) seconds.
