@@ -413,6 +413,33 @@ fn copies_held(net: &UringNetwork) -> usize {
     net.buffered() - net.streams.ring.held_bytes()
 }
 
+/// Writes `message` on `peer` (non-blocking) and turns `server` until its
+/// echo is back whole, calling `each_turn` with the server's network
+/// after every turn; fails after 5 s.
+fn echo_once(
+    server: &mut Server<UringNetwork>,
+    peer: &mut TcpStream,
+    message: &[u8],
+    clock: &MonotonicClock,
+    mut each_turn: impl FnMut(&mut UringNetwork),
+) -> Vec<u8> {
+    peer.write_all(message).unwrap();
+    let mut got = Vec::new();
+    let deadline = clock.now() + Duration::from_secs(5);
+    while got.len() < message.len() {
+        assert!(clock.now() < deadline, "no echo after {} bytes", got.len());
+        server.turn(clock, Some(TICK)).unwrap();
+        each_turn(server.network_mut());
+        let mut buf = [0; 1 << 16];
+        match peer.read(&mut buf) {
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => panic!("read: {err}"),
+        }
+    }
+    got
+}
+
 #[test]
 fn the_engine_echoes_ring_buffers_without_copying_them() {
     let clock = MonotonicClock::new();
@@ -422,26 +449,14 @@ fn the_engine_echoes_ring_buffers_without_copying_them() {
     let mut spliced_seen = 0;
     for round in 0..100u8 {
         let message = pattern(512, round);
-        peer.write_all(&message).unwrap();
-        let mut got = Vec::new();
-        let deadline = clock.now() + Duration::from_secs(5);
-        while got.len() < message.len() {
-            assert!(clock.now() < deadline, "no echo in round {round}");
-            server.turn(&clock, Some(TICK)).unwrap();
-            let net = server.network_mut();
+        let got = echo_once(&mut server, &mut peer, &message, &clock, |net| {
             assert_eq!(copies_held(net), 0, "round {round}: the echo was copied");
             if net.streams.ring.held_bytes() > 0 {
                 // Received, spliced, its send not yet reaped: the very
                 // buffer the kernel received into is what is sent.
                 spliced_seen += 1;
             }
-            let mut buf = [0; 1024];
-            match peer.read(&mut buf) {
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => panic!("read: {err}"),
-            }
-        }
+        });
         assert_eq!(got, message);
     }
     assert!(
@@ -497,19 +512,7 @@ fn a_peer_that_stops_reading_holds_copies_not_ring_buffers() {
     other.set_nonblocking(true).unwrap();
     for round in 0..20u8 {
         let message = pattern(20_000, round);
-        other.write_all(&message).unwrap();
-        let mut got = Vec::new();
-        let deadline = clock.now() + Duration::from_secs(5);
-        while got.len() < message.len() {
-            assert!(clock.now() < deadline, "the other connection starved");
-            server.turn(&clock, Some(TICK)).unwrap();
-            let mut buf = [0; 1 << 16];
-            match other.read(&mut buf) {
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => panic!("read: {err}"),
-            }
-        }
+        let got = echo_once(&mut server, &mut other, &message, &clock, |_| {});
         assert!(got == message, "round {round}");
     }
     go.send(()).unwrap();
@@ -552,12 +555,18 @@ fn splice_until_full(net: &mut UringNetwork, client: SocketId, server: SocketId)
     spliced
 }
 
-/// Waits until every socket but one (the listener) was closed and freed.
-fn until_only_the_listener_is_left(net: &mut UringNetwork, clock: &MonotonicClock) {
+/// Waits until every socket but one (the listener) was closed and freed,
+/// then checks that every ring buffer is back in the ring.
+fn until_every_buffer_is_back(net: &mut UringNetwork, clock: &MonotonicClock) {
     until(net, clock, "tombstones freed", |net| {
         let open = (net.slots.iter()).filter(|slot| slot.entry.is_some());
         Ok((open.count() == 1).then_some(()))
     });
+    assert_eq!(
+        net.streams.ring.held_bytes(),
+        0,
+        "every ring buffer is back"
+    );
 }
 
 #[test]
@@ -568,12 +577,7 @@ fn closing_with_sends_in_flight_hands_every_buffer_back() {
     assert!(copies_held(&net) >= SEND_CAP, "a stalled output is copied");
     net.close(server, Close::Orderly);
     net.close(client, Close::Reset);
-    until_only_the_listener_is_left(&mut net, &clock);
-    assert_eq!(
-        net.streams.ring.held_bytes(),
-        0,
-        "every ring buffer is back"
-    );
+    until_every_buffer_is_back(&mut net, &clock);
     // A splice whose send is queued, not yet submitted, when closed.
     let addr = net.local_addr(listener).unwrap();
     let client = net.connect(addr, None).unwrap();
@@ -596,10 +600,5 @@ fn closing_with_sends_in_flight_hands_every_buffer_back() {
     );
     net.close(server, Close::Orderly);
     net.close(client, Close::Orderly);
-    until_only_the_listener_is_left(&mut net, &clock);
-    assert_eq!(
-        net.streams.ring.held_bytes(),
-        0,
-        "every ring buffer is back"
-    );
+    until_every_buffer_is_back(&mut net, &clock);
 }
