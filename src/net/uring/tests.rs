@@ -190,25 +190,26 @@ fn a_reader_that_stops_bounds_what_is_received() {
     stop_reading_then_read_all(net());
 }
 
+/// Runs the receive tests on networks that `older` made as an older
+/// kernel's would be.
+fn as_on_an_older_kernel(older: fn(&mut UringNetwork)) {
+    let mut net1 = net();
+    older(&mut net1);
+    stop_reading_then_read_all(net1);
+    let mut net2 = net();
+    older(&mut net2);
+    stream_echo_and_half_close(net2, MonotonicClock::new());
+}
+
 #[test]
 fn single_shot_receives_where_the_kernel_limits_none() {
-    let mut unlimited = net();
-    unlimited.receive_limits = false;
-    stop_reading_then_read_all(unlimited);
-    let mut unlimited = net();
-    unlimited.receive_limits = false;
-    stream_echo_and_half_close(unlimited, MonotonicClock::new());
+    as_on_an_older_kernel(|net| net.receive_limits = false);
 }
 
 #[test]
 fn receives_without_bundles_where_the_kernel_has_none() {
     assert!(net().bundles, "Linux 6.10 and later receive bundles");
-    let mut unbundled = net();
-    unbundled.bundles = false;
-    stop_reading_then_read_all(unbundled);
-    let mut unbundled = net();
-    unbundled.bundles = false;
-    stream_echo_and_half_close(unbundled, MonotonicClock::new());
+    as_on_an_older_kernel(|net| net.bundles = false);
 }
 
 #[test]
