@@ -12,7 +12,9 @@
 //! GCP and Azure add one TLV of tens of bytes; HAProxy's SSL TLVs stay
 //! well under it).
 
+use crate::net::{try_write, Network, SocketId};
 use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// The longest version 1 header, `\r\n` included (the spec's bound).
@@ -684,6 +686,84 @@ fn tlvs(mut bytes: &[u8]) -> Result<Vec<Tlv>, Reason> {
         bytes = &rest[len..];
     }
     Ok(tlvs)
+}
+
+/// The header a client sends first (`--proxy-protocol` of `send`, `check`,
+/// `bench`): addresses as given, else the connection's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientHeader {
+    /// The version to write.
+    pub version: Version,
+    /// The client address to claim; the socket's local address if `None`.
+    pub source: Option<SocketAddr>,
+    /// The destination to claim; the address connected to if `None`.
+    pub destination: Option<SocketAddr>,
+}
+
+impl ClientHeader {
+    /// A header of `version` with the connection's own addresses.
+    pub fn new(version: Version) -> ClientHeader {
+        ClientHeader {
+            version,
+            source: None,
+            destination: None,
+        }
+    }
+
+    /// The header for connection `id` to `peer` on `net`.
+    pub fn header<N: Network>(
+        &self,
+        net: &N,
+        id: SocketId,
+        peer: SocketAddr,
+    ) -> io::Result<Header> {
+        let source = match self.source {
+            Some(source) => source,
+            None => net.local_addr(id)?,
+        };
+        let destination = self.destination.unwrap_or(peer);
+        Ok(Header::tcp(self.version, source, destination))
+    }
+}
+
+/// A [`ClientHeader`] on its way out on one connection, before any payload.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    plan: ClientHeader,
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Outgoing {
+    /// `plan`'s header, not yet written.
+    pub fn new(plan: ClientHeader) -> Outgoing {
+        Outgoing {
+            plan,
+            bytes: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// Writes what the socket takes of the header of connection `id` to
+    /// `peer` (made at the first write); whether it is all written.
+    pub fn send<N: Network>(
+        &mut self,
+        net: &mut N,
+        id: SocketId,
+        peer: SocketAddr,
+    ) -> io::Result<bool> {
+        if self.bytes.is_empty() {
+            self.bytes = self.plan.header(net, id, peer)?.encode();
+        }
+        while self.sent < self.bytes.len() {
+            let n = try_write(net, id, &self.bytes[self.sent..])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.sent += n;
+        }
+        Ok(true)
+    }
 }
 
 /// Checks the parser's promises on `bytes`, for each [`Accept`]: no panic;
