@@ -745,7 +745,9 @@ impl Outgoing {
     }
 
     /// Writes what the socket takes of the header of connection `id` to
-    /// `peer` (made at the first write); whether it is all written.
+    /// `peer`; whether it is all written. The header is made once the
+    /// socket has its local address (some backends, io_uring, bind it
+    /// only as the connection comes up).
     pub fn send<N: Network>(
         &mut self,
         net: &mut N,
@@ -753,7 +755,13 @@ impl Outgoing {
         peer: SocketAddr,
     ) -> io::Result<bool> {
         if self.bytes.is_empty() {
-            self.bytes = self.plan.header(net, id, peer)?.encode();
+            let header = self.plan.header(net, id, peer)?;
+            let bound =
+                (header.source()).is_some_and(|s| s.port() != 0 && !s.ip().is_unspecified());
+            if !bound {
+                return Ok(false);
+            }
+            self.bytes = header.encode();
         }
         while self.sent < self.bytes.len() {
             let n = try_write(net, id, &self.bytes[self.sent..])?;
