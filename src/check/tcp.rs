@@ -147,7 +147,8 @@ fn proxy_slow_header<N: Network, C: Clock>(
     };
     match echo(probe, addr, script) {
         Verdict::Fail(fault) => Verdict::Fail(format!(
-            "a header sent in three pieces {}s apart: {fault}",
+            "a header sent in three pieces {}s apart: {fault} (the spec lets a receiver drop a \
+             header that comes in pieces, though it recommends waiting for the rest)",
             HEADER_GAP.as_secs_f64()
         )),
         verdict => verdict,
