@@ -93,7 +93,10 @@ pub(super) fn ask<N: Network, C: Clock>(
                 );
             };
             match question {
-                Question::ProxyHeader => proxy_header(probe, addr, header),
+                Question::ProxyHeader => {
+                    let line = b"hello after a PROXY header\n";
+                    header_then_line(probe, addr, header, (1, Duration::ZERO), line)
+                }
                 Question::ProxyRefused => proxy_refused(probe, addr),
                 _ => proxy_slow_header(probe, addr, header),
             }
@@ -111,20 +114,23 @@ fn claimed(header: ClientHeader, addr: SocketAddr) -> Vec<u8> {
     Header::tcp(header.version, source, addr).encode()
 }
 
-/// A header and a line, in one write: the line alone comes back.
-fn proxy_header<N: Network, C: Clock>(
+/// [`claimed`] in `pieces` writes `gap` apart, then `line`, which alone
+/// must come back: in one write with the header when `pieces` is 1.
+fn header_then_line<N: Network, C: Clock>(
     probe: &mut Probe<'_, N, C>,
     addr: SocketAddr,
     header: ClientHeader,
+    (pieces, gap): (usize, Duration),
+    line: &[u8],
 ) -> Verdict {
     let bytes = claimed(header, addr);
     let script = Script {
         preamble: Preamble::Bytes {
-            piece: bytes.len(),
+            piece: bytes.len().div_ceil(pieces),
             bytes,
-            gap: Duration::ZERO,
+            gap,
         },
-        ..Script::echo(b"hello after a PROXY header\n".to_vec())
+        ..Script::echo(line.to_vec())
     };
     echo(probe, addr, script)
 }
@@ -136,16 +142,8 @@ fn proxy_slow_header<N: Network, C: Clock>(
     addr: SocketAddr,
     header: ClientHeader,
 ) -> Verdict {
-    let bytes = claimed(header, addr);
-    let script = Script {
-        preamble: Preamble::Bytes {
-            piece: bytes.len().div_ceil(3),
-            bytes,
-            gap: HEADER_GAP,
-        },
-        ..Script::echo(b"after a slow PROXY header\n".to_vec())
-    };
-    match echo(probe, addr, script) {
+    let line = b"after a slow PROXY header\n";
+    match header_then_line(probe, addr, header, (3, HEADER_GAP), line) {
         Verdict::Fail(fault) => Verdict::Fail(format!(
             "a header sent in three pieces {}s apart: {fault} (the spec lets a receiver drop a \
              header that comes in pieces, though it recommends waiting for the rest)",

@@ -91,32 +91,20 @@ fn exchange<O: Observer>(
     panic!("the server never closed");
 }
 
-fn v1(source: &str) -> Vec<u8> {
-    let header = Header::tcp(
-        Version::V1,
-        source.parse().unwrap(),
-        "10.0.0.2:7".parse().unwrap(),
-    );
-    header.encode()
-}
-
-fn v2(source: &str) -> Vec<u8> {
-    let header = Header::tcp(
-        Version::V2,
-        source.parse().unwrap(),
-        "10.0.0.2:7".parse().unwrap(),
-    );
-    header.encode()
+/// A TCP header of `version` from `source`.
+fn header(version: Version, source: &str) -> Vec<u8> {
+    let destination = "10.0.0.2:7".parse().unwrap();
+    Header::tcp(version, source.parse().unwrap(), destination).encode()
 }
 
 #[test]
 fn the_header_is_consumed_and_what_follows_echoed() {
     for echo in BOTH {
         for (accept, header) in [
-            (Accept::V1, v1("192.0.2.1:4000")),
-            (Accept::V2, v2("192.0.2.1:4000")),
-            (Accept::Any, v2("192.0.2.1:4000")),
-            (Accept::Any, v1("192.0.2.1:4000")),
+            (Accept::V1, header(Version::V1, "192.0.2.1:4000")),
+            (Accept::V2, header(Version::V2, "192.0.2.1:4000")),
+            (Accept::Any, header(Version::V2, "192.0.2.1:4000")),
+            (Accept::Any, header(Version::V1, "192.0.2.1:4000")),
         ] {
             let world = Loopback::default();
             let (mut server, addr) = proxy_server(&world, accept, echo);
@@ -142,7 +130,7 @@ fn the_header_is_consumed_and_what_follows_echoed() {
 fn a_header_in_pieces_is_waited_for() {
     let world = Loopback::default();
     let (mut server, addr) = proxy_server(&world, Accept::Any, Echo::Spliced);
-    let header = v2("[2001:db8::1]:1");
+    let header = header(Version::V2, "[2001:db8::1]:1");
     let pieces: Vec<&[u8]> = header.chunks(3).chain([&b"data"[..]]).collect();
     let back = exchange(
         &world,
