@@ -377,11 +377,13 @@ pub enum Reason {
     Timeout,
     /// The peer closed (or reset) the connection before the whole header.
     Closed,
+    /// A datagram shorter than the header it begins.
+    Short,
 }
 
 impl Reason {
     /// Every reason, in the order summaries list them.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Signature,
         Reason::V1NotAccepted,
         Reason::V2NotAccepted,
@@ -398,6 +400,7 @@ impl Reason {
         Reason::Transport,
         Reason::Timeout,
         Reason::Closed,
+        Reason::Short,
     ];
 
     /// A short name for counts: `signature`, `v2_tlv`, `timeout`...
@@ -419,6 +422,7 @@ impl Reason {
             Reason::Transport => "transport",
             Reason::Timeout => "timeout",
             Reason::Closed => "closed",
+            Reason::Short => "short",
         }
     }
 
@@ -447,6 +451,7 @@ impl fmt::Display for Reason {
             Reason::Transport => "a header for another transport (UDP on TCP, or TCP on UDP)",
             Reason::Timeout => "the whole header did not come within the deadline",
             Reason::Closed => "the peer closed before sending the whole header",
+            Reason::Short => "a datagram shorter than the header it begins",
         })
     }
 }

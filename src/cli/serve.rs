@@ -74,6 +74,8 @@ pub(super) struct ServeArgs {
     /// balancers send it with the real client's address) of this version: v1 (text), v2
     /// (binary) or any. The header is consumed, never echoed; a connection whose header is
     /// missing, invalid or late is closed unechoed, its reason counted. -v logs each header.
+    /// With --udp, every datagram must start with a v2 DGRAM (or LOCAL) header, stripped
+    /// before the echo; datagrams without one are dropped and counted.
     #[arg(long, value_name = "VERSION", value_parser = parse_accept)]
     proxy_protocol: Option<Accept>,
 
@@ -220,6 +222,11 @@ impl Plan {
 /// Runs `echokit serve`: natively until SIGINT or SIGTERM, then shuts down
 /// gracefully and prints a summary; in wasm until the process is killed.
 pub(super) fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.udp && args.proxy_protocol == Some(Accept::V1) {
+        return Err(super::usage_error(
+            "--proxy-protocol v1 has no UDP form: with --udp, use v2 or any (a v2 DGRAM header per datagram)",
+        ));
+    }
     let io = args.io.choice(Level::from_flags(args.quiet, args.verbose));
     net::run_on(io, Serve(args)).context("cannot set up the network")?
 }

@@ -55,9 +55,10 @@ pub struct Config {
     pub max_backlog: usize,
     /// What UDP echo refuses: see [`guard`].
     pub udp_guard: GuardConfig,
-    /// Every TCP connection must start with a PROXY protocol header of
-    /// these versions, which is consumed, never echoed; `None` for plain
-    /// echo.
+    /// Every TCP connection, and every UDP datagram, must start with a
+    /// PROXY protocol header of these versions, which is consumed, never
+    /// echoed (datagrams: a v2 `DGRAM` or `LOCAL` header each); `None` for
+    /// plain echo.
     pub proxy: Option<Accept>,
     /// How long a connection may take to send its whole PROXY header.
     pub proxy_timeout: Duration,
@@ -211,7 +212,11 @@ impl<N: Network, O: Observer> Server<N, O> {
         self.net.set_interest(socket, Interest::READ);
         match protocol {
             Protocol::Tcp => self.listeners.push(socket),
-            Protocol::Udp => self.datagrams.push((socket, DatagramEcho::default())),
+            Protocol::Udp => {
+                let mut echo = DatagramEcho::default();
+                echo.proxy = self.config.proxy;
+                self.datagrams.push((socket, echo));
+            }
         }
         self.net.local_addr(socket)
     }
@@ -278,9 +283,10 @@ impl<N: Network, O: Observer> Server<N, O> {
     /// What the server did so far.
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats;
-        stats.datagrams += (self.datagrams.iter())
-            .map(|(_, echo)| echo.echoed)
-            .sum::<u64>();
+        for (_, echo) in &self.datagrams {
+            stats.datagrams += echo.echoed;
+            stats.proxy += echo.headers;
+        }
         stats.dropped = self.guard.drops;
         stats
     }
@@ -292,6 +298,7 @@ impl<N: Network, O: Observer> Server<N, O> {
         }
         for (socket, echo) in mem::take(&mut self.datagrams) {
             self.stats.datagrams += echo.echoed;
+            self.stats.proxy += echo.headers;
             self.net.close(socket, Close::Orderly);
         }
         self.accept_paused_until = None;

@@ -229,3 +229,50 @@ fn the_client_sends_its_own_addresses_first() {
     assert_eq!(seen[0].1, Header::tcp(Version::V2, local, addr));
     assert_eq!(seen[0].0, local, "the loopback client is its own balancer");
 }
+
+#[test]
+fn datagrams_lose_their_dgram_headers_and_others_are_dropped() {
+    let world = Loopback::with_buffer(1 << 20);
+    let config = Config {
+        proxy: Some(Accept::V2),
+        ..Config::default()
+    };
+    let mut server = Server::new(world.host(), config, ConnectionCount::default(), ());
+    let addr = server
+        .listen(Protocol::Udp, ANY_PORT, Bind::default())
+        .unwrap();
+    let mut client = world.host();
+    let from = SocketAddr::from(([127, 0, 0, 1], 40_000));
+    let id = client.bind_udp(from, Bind::default()).unwrap();
+    let dgram = Header {
+        transport: crate::proxy::Transport::Datagram,
+        ..Header::tcp(Version::V2, "192.0.2.1:5000".parse().unwrap(), addr)
+    };
+    let stream = Header::tcp(Version::V2, "192.0.2.1:5000".parse().unwrap(), addr);
+    let sent: [Vec<u8>; 5] = [
+        [dgram.encode(), b"one".to_vec()].concat(),
+        [Header::local(Version::V2).encode(), b"two".to_vec()].concat(),
+        b"no header".to_vec(),
+        [stream.encode(), b"tcp header".to_vec()].concat(),
+        dgram.encode()[..20].to_vec(),
+    ];
+    for datagram in &sent {
+        client.send_to(id, datagram, addr).unwrap();
+        server.turn(&world, Some(Duration::ZERO)).unwrap();
+    }
+    let mut buf = [0; 256];
+    let mut back = Vec::new();
+    while let Ok((len, _)) = client.recv_from(id, &mut buf) {
+        back.push(buf[..len].to_vec());
+    }
+    assert_eq!(back, [b"one".to_vec(), b"two".to_vec()]);
+    let proxy = server.stats().proxy;
+    assert_eq!((proxy.accepted, proxy.local), (2, 1));
+    let refused: Vec<_> = proxy.refusals().collect();
+    let expected = [
+        (Reason::Signature, 1),
+        (Reason::Transport, 1),
+        (Reason::Short, 1),
+    ];
+    assert_eq!(refused, expected);
+}
