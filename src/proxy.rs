@@ -751,8 +751,10 @@ impl Outgoing {
 
     /// Writes what the socket takes of the header of connection `id` to
     /// `peer`; whether it is all written. The header is made once the
-    /// socket has its local address (some backends, io_uring, bind it
-    /// only as the connection comes up).
+    /// socket has its local address: io_uring binds it only as the
+    /// connection comes up, and wasi has none to tell until then. Callers
+    /// go on reading meanwhile, which finishes the connection (wasi) or
+    /// reports its failure.
     pub fn send<N: Network>(
         &mut self,
         net: &mut N,
@@ -760,7 +762,9 @@ impl Outgoing {
         peer: SocketAddr,
     ) -> io::Result<bool> {
         if self.bytes.is_empty() {
-            let header = self.plan.header(net, id, peer)?;
+            let Ok(header) = self.plan.header(net, id, peer) else {
+                return Ok(false);
+            };
             let bound =
                 (header.source()).is_some_and(|s| s.port() != 0 && !s.ip().is_unspecified());
             if !bound {
