@@ -90,6 +90,7 @@ test: lint build-wasm
     ECHOKIT_IO=epoll cargo test --profile ci --test load_generator -- every_tcp_mode udp_pingpong
     just test-wasm-unit
     just fuzz 15
+    just fuzz 15 proxy
 
 # The library's unit tests built for wasm32-wasip2, run by wasmtime: the
 # backend contract on the wasi backend among them.
@@ -139,7 +140,8 @@ soak: build build-wasm
 # cargo-fuzz on the stable toolchain (let in with RUSTC_BOOTSTRAP). Keep any
 # crash input in fuzz/regressions/, where `just test` replays it.
 
-# Coverage-guided fuzzing of the engine for `secs` seconds.
-fuzz secs="60":
+# Coverage-guided fuzzing for `secs` seconds of the engine (`target`
+# engine) or the PROXY protocol parser (`target` proxy).
+fuzz secs="60" target="engine":
     @cargo fuzz --version >/dev/null 2>&1 || (echo "cargo-fuzz is missing: run just setup" && exit 1)
-    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run engine -- -max_total_time={{secs}}
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {{target}} -- -max_total_time={{secs}}

@@ -12,6 +12,7 @@
 //! - [`bench`](mod@bench): the load generator;
 //! - [`check`]: the conformance scenarios, run against any echo endpoint;
 //! - [`hash`] and [`pattern`]: the generated payloads;
+//! - [`proxy`]: the PROXY protocol header (v1 and v2), parsed and written;
 //! - `simulation` (feature `simulation`): the engine and client on the
 //!   in-memory network with injected faults, checking the engine's
 //!   promises after every turn, for the property tests and the fuzzer.
@@ -27,5 +28,6 @@ pub mod engine;
 pub mod hash;
 pub mod net;
 pub mod pattern;
+pub mod proxy;
 #[cfg(any(test, feature = "simulation"))]
 pub mod simulation;

@@ -254,3 +254,117 @@ mod udp_guard {
         }
     }
 }
+
+/// The PROXY protocol parser on generated and mangled headers.
+mod proxy_parser {
+    use echokit::proxy::{
+        self, parse, Accept, Addresses, Command, Header, Parsed, Tlv, Transport, Version,
+    };
+    use proptest::prelude::*;
+    use std::net::{IpAddr, SocketAddr};
+
+    fn socket_addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+            (any::<[u8; 16]>(), any::<u16>())
+                .prop_map(|(ip, port)| SocketAddr::new(IpAddr::from(ip), port)),
+        ]
+    }
+
+    /// Headers every version can carry exactly: TCP, one family.
+    fn header() -> impl Strategy<Value = Header> {
+        let tlv = (any::<u8>(), prop::collection::vec(any::<u8>(), 0..40))
+            .prop_map(|(kind, value)| Tlv { kind, value });
+        (
+            prop_oneof![Just(Version::V1), Just(Version::V2)],
+            any::<bool>(),
+            socket_addr(),
+            socket_addr(),
+            prop::collection::vec(tlv, 0..5),
+        )
+            .prop_map(|(version, local, source, destination, tlvs)| {
+                let destination = match (source, destination) {
+                    (SocketAddr::V4(_), SocketAddr::V6(d)) => {
+                        SocketAddr::from(([10, 0, 0, 1], d.port()))
+                    }
+                    (SocketAddr::V6(_), SocketAddr::V4(d)) => {
+                        SocketAddr::new(d.ip().to_ipv6_mapped().into(), d.port())
+                    }
+                    _ => destination,
+                };
+                match (version, local) {
+                    // v1 has no LOCAL: PROXY UNKNOWN is its health check.
+                    (Version::V1, true) => Header {
+                        command: Command::Proxy,
+                        ..Header::local(version)
+                    },
+                    (Version::V2, true) => Header::local(version),
+                    (Version::V1, false) => Header::tcp(version, source, destination),
+                    (Version::V2, false) => Header {
+                        tlvs,
+                        ..Header::tcp(version, source, destination)
+                    },
+                }
+            })
+    }
+
+    /// A header, mangled: cut, a byte changed, or bytes put after it.
+    #[derive(Clone, Debug)]
+    enum Mangle {
+        Cut(usize),
+        Flip(usize, u8),
+        Append(Vec<u8>),
+    }
+
+    fn mangle() -> impl Strategy<Value = Mangle> {
+        prop_oneof![
+            any::<usize>().prop_map(Mangle::Cut),
+            (any::<usize>(), 1..=255u8).prop_map(|(at, xor)| Mangle::Flip(at, xor)),
+            prop::collection::vec(any::<u8>(), 0..64).prop_map(Mangle::Append),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn headers_round_trip_and_their_prefixes_wait(header in header()) {
+            let bytes = header.encode();
+            let parsed = parse(&bytes, Accept::Any);
+            prop_assert_eq!(parsed, Parsed::Done { header: header.clone(), consumed: bytes.len() });
+            for end in 0..bytes.len() {
+                prop_assert_eq!(parse(&bytes[..end], Accept::Any), Parsed::NeedMore);
+            }
+            prop_assert_eq!(header.addresses == Addresses::Unknown, header.source().is_none());
+            prop_assert!(header.transport != Transport::Datagram);
+            let inet_or_unknown = matches!(header.addresses, Addresses::Inet { .. } | Addresses::Unknown);
+            prop_assert!(inet_or_unknown);
+        }
+
+        #[test]
+        fn mangled_headers_keep_the_promises(header in header(), mangles in prop::collection::vec(mangle(), 1..4)) {
+            let mut bytes = header.encode();
+            for mangle in mangles {
+                match mangle {
+                    Mangle::Cut(at) => bytes.truncate(at % (bytes.len() + 1)),
+                    Mangle::Flip(at, xor) if !bytes.is_empty() => {
+                        let at = at % bytes.len();
+                        bytes[at] ^= xor;
+                    }
+                    Mangle::Flip(..) => {}
+                    Mangle::Append(more) => bytes.extend(more),
+                }
+            }
+            proxy::promises(&bytes).map_err(TestCaseError::fail)?;
+        }
+
+        #[test]
+        fn any_bytes_keep_the_promises(
+            start in prop_oneof![Just(&b""[..]), Just(&b"PROXY "[..]), Just(&proxy::V2_SIGNATURE[..])],
+            rest in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let bytes = [start, &rest].concat();
+            proxy::promises(&bytes).map_err(TestCaseError::fail)?;
+        }
+    }
+}

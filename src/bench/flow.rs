@@ -11,6 +11,7 @@ use super::{Mode, Plan};
 use crate::clock::Clock;
 use crate::net::{explain, try_read, try_write, Interest, Network, SocketId};
 use crate::pattern;
+use crate::proxy::Outgoing;
 use std::collections::VecDeque;
 use std::io;
 use std::net::IpAddr;
@@ -179,6 +180,8 @@ pub(super) struct Flow {
     /// Connect mode: the connection carries one message.
     origin: Option<Origin>,
     streaming: bool,
+    /// A PROXY protocol header still to send before any message.
+    header: Option<Outgoing>,
 }
 
 impl Flow {
@@ -220,6 +223,7 @@ impl Flow {
             interest: Interest::NONE,
             origin,
             streaming,
+            header: plan.proxy.map(Outgoing::new),
         })
     }
 
@@ -233,9 +237,10 @@ impl Flow {
         let mut outcome = Outcome::default();
         for _ in 0..STEPS_PER_TURN {
             let fresh = self.sent == 0;
-            let wrote = match self.streaming {
-                true => self.write_stream(net)?,
-                false => self.write_message(net, turn)?,
+            let wrote = match (self.send_header(net, turn)?, self.streaming) {
+                (false, _) => false,
+                (true, true) => self.write_stream(net)?,
+                (true, false) => self.write_message(net, turn)?,
             };
             turn.stamp = None;
             outcome.first_write |= wrote && fresh;
@@ -279,6 +284,19 @@ impl Flow {
         self.sent += n as u64;
         self.writing.advance(n as u64, self.outgoing.len() as u64);
         Ok(n > 0)
+    }
+
+    /// Writes what the socket takes of the PROXY header, if there is one
+    /// to send: whether messages may follow.
+    fn send_header<N: Network>(&mut self, net: &mut N, turn: &Turn<'_>) -> io::Result<bool> {
+        let Some(header) = &mut self.header else {
+            return Ok(true);
+        };
+        if !header.send(net, self.id, turn.plan.addr)? {
+            return Ok(false);
+        }
+        self.header = None;
+        Ok(true)
     }
 
     /// Whether message `message`, not yet begun, may be written now.
@@ -390,7 +408,7 @@ impl Flow {
 
     /// Whether the flow has bytes to write that the socket did not take.
     fn wants_write(&self, turn: &Turn<'_>) -> bool {
-        if self.streaming {
+        if self.streaming || self.header.is_some() {
             return true;
         }
         self.writing.offset != 0 || self.due(self.writing.message, turn)

@@ -22,6 +22,7 @@ pub use record::Latencies;
 pub use report::{Counts, Event, Interval, Latency, Load, Report, Start, SCHEMA};
 
 use crate::net::BUILD;
+use crate::proxy::ClientHeader;
 use flow::Corruption;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -75,6 +76,9 @@ pub struct Plan {
     /// Source addresses, the connections spread evenly over them; none:
     /// the host picks.
     pub bind: Vec<IpAddr>,
+    /// A PROXY protocol header each TCP connection sends first, for a
+    /// server that expects one.
+    pub proxy: Option<ClientHeader>,
 }
 
 impl Plan {
@@ -92,6 +96,10 @@ impl Plan {
             (
                 self.connect_rate.is_some() && self.mode == Mode::Connect,
                 "connect mode paces its connections with --rate, not --connect-rate",
+            ),
+            (
+                self.udp && self.proxy.is_some(),
+                "--proxy-protocol heads TCP connections; it does not go with --udp",
             ),
             (
                 self.connections == 0 || self.size == 0 || self.pipeline == 0,

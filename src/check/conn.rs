@@ -5,6 +5,7 @@
 
 use crate::clock::Clock;
 use crate::net::{try_read, try_write, would_block, Close, Interest, Network, SocketId};
+use crate::proxy::{ClientHeader, Outgoing};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -46,6 +47,36 @@ pub(crate) struct Script {
     pub(crate) reset_at: Option<u64>,
     /// Connects this long after the run starts.
     pub(crate) start_after: Duration,
+    /// What it sends before the payload, which does not come back.
+    pub(crate) preamble: Preamble,
+}
+
+/// What a connection sends before its payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Preamble {
+    /// The run's PROXY protocol header, if it has one.
+    RunsHeader,
+    /// Nothing, whatever the run's header.
+    Nothing,
+    /// These bytes, `piece` at a time, `gap` apart.
+    Bytes {
+        bytes: Vec<u8>,
+        piece: usize,
+        gap: Duration,
+    },
+}
+
+/// A preamble on its way out.
+enum Before {
+    Done,
+    Header(Outgoing),
+    Bytes {
+        bytes: Vec<u8>,
+        sent: usize,
+        piece: usize,
+        gap: Duration,
+        next: Duration,
+    },
 }
 
 impl Script {
@@ -59,6 +90,7 @@ impl Script {
             hold: None,
             reset_at: None,
             start_after: Duration::ZERO,
+            preamble: Preamble::RunsHeader,
         }
     }
 }
@@ -122,6 +154,7 @@ struct Conn<'a> {
     released: bool,
     ended: Option<(End, Duration)>,
     interest: Interest,
+    before: Before,
 }
 
 impl Conn<'_> {
@@ -161,12 +194,13 @@ enum Turn {
 }
 
 /// Runs `scripts` against `peer` at once until every connection ended or
-/// `limit` passed; what happened on each, in order.
+/// `limit` passed, each sending `header` first where its script says;
+/// what happened on each, in order.
 pub(crate) fn run<N: Network>(
     net: &mut N,
     clock: &impl Clock,
     peer: SocketAddr,
-    scripts: &[Script],
+    (scripts, header): (&[Script], Option<ClientHeader>),
     limit: Duration,
 ) -> Vec<Echoed> {
     let start = clock.now();
@@ -185,6 +219,17 @@ pub(crate) fn run<N: Network>(
             released: false,
             ended: None,
             interest: Interest::NONE,
+            before: match (&script.preamble, header) {
+                (Preamble::RunsHeader, Some(header)) => Before::Header(Outgoing::new(header)),
+                (Preamble::RunsHeader | Preamble::Nothing, _) => Before::Done,
+                (Preamble::Bytes { bytes, piece, gap }, _) => Before::Bytes {
+                    bytes: bytes.clone(),
+                    sent: 0,
+                    piece: (*piece).max(1),
+                    gap: *gap,
+                    next: start,
+                },
+            },
         })
         .collect();
     let mut buf = vec![0; READ_SIZE];
@@ -205,9 +250,14 @@ pub(crate) fn run<N: Network>(
         let release = conns.iter().all(|c| c.ended.is_some() || c.holding());
         for (index, conn) in conns.iter_mut().enumerate() {
             let released = release && conn.holding();
+            let preamble_due = match conn.before {
+                Before::Bytes { next, .. } => conn.id.is_some() && now >= next,
+                _ => false,
+            };
             let timer = conn.id.is_none() && now >= conn.started
                 || conn.paused_until.is_some_and(|until| now >= until)
-                || released;
+                || released
+                || preamble_due;
             if released {
                 conn.released = true;
             }
@@ -271,9 +321,10 @@ pub(crate) fn run<N: Network>(
 fn next_timer(conns: &[Conn]) -> Option<Duration> {
     (conns.iter())
         .filter(|c| c.ended.is_none())
-        .filter_map(|c| match c.id {
-            None => Some(c.started),
-            Some(_) => c.paused_until,
+        .filter_map(|c| match (c.id, &c.before) {
+            (None, _) => Some(c.started),
+            (Some(_), Before::Bytes { next, .. }) => Some(*next),
+            (Some(_), _) => c.paused_until,
         })
         .min()
 }
@@ -300,7 +351,7 @@ fn step<N: Network>(
             }
         },
     };
-    let turn = match pump(net, conn, id, buf, now) {
+    let turn = match pump(net, conn, id, buf, now, peer) {
         Ok(turn) => turn,
         Err(err) => {
             conn.ended = Some((End::Failed(err), now));
@@ -316,9 +367,14 @@ fn step<N: Network>(
         conn.id = None;
         return Turn::Waiting;
     }
+    // A preamble between its pieces waits for its timer, not the socket.
+    let gap = matches!(conn.before, Before::Bytes { next, .. } if now < next);
     let interest = Interest {
         read: conn.paused_until.is_none(),
-        write: conn.written < conn.write_limit() || conn.wants_shut(),
+        write: !gap
+            && (conn.written < conn.write_limit()
+                || conn.wants_shut()
+                || matches!(conn.before, Before::Header(_))),
     };
     if interest != conn.interest {
         net.set_interest(id, interest);
@@ -327,18 +383,56 @@ fn step<N: Network>(
     turn
 }
 
+/// Writes what it can of `conn`'s preamble; whether it is all written.
+fn send_preamble<N: Network>(
+    net: &mut N,
+    conn: &mut Conn,
+    id: SocketId,
+    now: Duration,
+    peer: SocketAddr,
+) -> io::Result<bool> {
+    let done = match &mut conn.before {
+        Before::Done => return Ok(true),
+        Before::Header(header) => header.send(net, id, peer)?,
+        Before::Bytes {
+            bytes,
+            sent,
+            piece,
+            gap,
+            next,
+        } => {
+            if now >= *next {
+                let to = (*sent + *piece).min(bytes.len());
+                let n = try_write(net, id, &bytes[*sent..to])?;
+                *sent += n;
+                if n > 0 {
+                    *next = now + *gap;
+                }
+            }
+            *sent == bytes.len()
+        }
+    };
+    if done {
+        conn.before = Before::Done;
+        conn.connected = true;
+    }
+    Ok(done)
+}
+
 fn pump<N: Network>(
     net: &mut N,
     conn: &mut Conn,
     id: SocketId,
     buf: &mut [u8],
     now: Duration,
+    peer: SocketAddr,
 ) -> io::Result<Turn> {
     let script = conn.script;
     for _ in 0..STEPS_PER_TURN {
         let mut progressed = false;
         let limit = conn.write_limit() as usize;
-        if (conn.written as usize) < limit {
+        let ready = send_preamble(net, conn, id, now, peer)?;
+        if ready && (conn.written as usize) < limit {
             let from = conn.written as usize;
             let to = (from + script.write_size).min(limit);
             let n = try_write(net, id, &script.payload[from..to])?;
@@ -346,7 +440,7 @@ fn pump<N: Network>(
             progressed |= n > 0;
             conn.connected |= n > 0;
         }
-        if conn.wants_shut() {
+        if ready && conn.wants_shut() {
             match net.shutdown_write(id) {
                 Ok(()) => {
                     conn.shut = true;

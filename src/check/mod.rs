@@ -13,6 +13,7 @@ mod udp;
 
 use crate::clock::Clock;
 use crate::net::{Network, Protocol};
+use crate::proxy::ClientHeader;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -165,6 +166,21 @@ pub const SCENARIOS: &[Scenario] = &[
         tcp::Question::Ipv6,
         "echo over IPv6 (asked when the address is IPv6)",
     ),
+    tcp(
+        "proxy_header",
+        tcp::Question::ProxyHeader,
+        "a PROXY header and a line in one write: the line alone comes back (with --proxy-protocol)",
+    ),
+    tcp(
+        "proxy_refused",
+        tcp::Question::ProxyRefused,
+        "connections without a PROXY header or with a malformed one are closed unechoed (with --proxy-protocol)",
+    ),
+    tcp(
+        "proxy_slow_header",
+        tcp::Question::ProxySlowHeader,
+        "a PROXY header sent in three pieces 0.4 s apart is waited for, then the echo works (with --proxy-protocol)",
+    ),
     udp(
         "udp_hello",
         udp::Question::Hello,
@@ -228,13 +244,33 @@ pub fn matches(pattern: &str, name: &str) -> bool {
 pub struct Options {
     /// The longest one scenario may take.
     pub timeout: Duration,
+    /// The PROXY protocol header every TCP connection sends first, for an
+    /// endpoint that expects one; the `proxy_*` scenarios are skipped
+    /// without it.
+    pub proxy: Option<ClientHeader>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             timeout: Duration::from_secs(20),
+            proxy: None,
         }
+    }
+}
+
+impl Scenario {
+    /// Whether it asks about a PROXY protocol endpoint (needs
+    /// [`Options::proxy`]).
+    pub fn needs_proxy_protocol(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Tcp(
+                tcp::Question::ProxyHeader
+                    | tcp::Question::ProxyRefused
+                    | tcp::Question::ProxySlowHeader
+            )
+        )
     }
 }
 
@@ -369,7 +405,10 @@ pub fn reach<N: Network, C: Clock>(
         let mut probe = Probe {
             net,
             clock,
-            options: Options { timeout: limit },
+            options: Options {
+                timeout: limit,
+                proxy: None,
+            },
             notes: Vec::new(),
         };
         let answered = udp::reach(&mut probe, addr, limit).map_err(|err| err.to_string());

@@ -1,11 +1,12 @@
 //! The TCP scenarios, each one or more scripted connections
 //! ([`super::conn`]) and the reading of what came back.
 
-use super::conn::{self, Echoed, End, Script, Shut};
+use super::conn::{self, Echoed, End, Preamble, Script, Shut};
 use super::{byte, Probe, Verdict};
 use crate::clock::Clock;
 use crate::net::Network;
 use crate::pattern;
+use crate::proxy::{ClientHeader, Header};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ const STALL: Duration = Duration::from_secs(2);
 const STALL_AFTER: u64 = 64 * 1024;
 /// When the quick client starts, into the stall.
 const QUICK_START: Duration = Duration::from_millis(300);
+/// Between the pieces of a slow PROXY header.
+const HEADER_GAP: Duration = Duration::from_millis(400);
 
 /// The TCP questions.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +37,9 @@ pub(super) enum Question {
     SlowReader,
     Reset,
     Ipv6,
+    ProxyHeader,
+    ProxyRefused,
+    ProxySlowHeader,
 }
 
 /// `len` bytes of pattern `seed`.
@@ -80,7 +86,113 @@ pub(super) fn ask<N: Network, C: Clock>(
                 "{addr} is an IPv4 address; give an IPv6 one, such as [::1]:PORT, to check IPv6"
             )),
         },
+        Question::ProxyHeader | Question::ProxyRefused | Question::ProxySlowHeader => {
+            let Some(header) = probe.options.proxy else {
+                return Verdict::Skip(
+                    "asked of PROXY protocol endpoints: give --proxy-protocol v1 or v2".into(),
+                );
+            };
+            match question {
+                Question::ProxyHeader => {
+                    let line = b"hello after a PROXY header\n";
+                    header_then_line(probe, addr, header, (1, Duration::ZERO), line)
+                }
+                Question::ProxyRefused => proxy_refused(probe, addr),
+                _ => proxy_slow_header(probe, addr, header),
+            }
+        }
     }
+}
+
+/// A header of `header`'s version claiming a client from TEST-NET-1 (of
+/// `addr`'s family, 2001:db8:: for IPv6) that connected to `addr`.
+fn claimed(header: ClientHeader, addr: SocketAddr) -> Vec<u8> {
+    let source = match addr {
+        SocketAddr::V4(_) => SocketAddr::from(([192, 0, 2, 1], 40_000)),
+        SocketAddr::V6(_) => SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 40_000)),
+    };
+    Header::tcp(header.version, source, addr).encode()
+}
+
+/// [`claimed`] in `pieces` writes `gap` apart, then `line`, which alone
+/// must come back: in one write with the header when `pieces` is 1.
+fn header_then_line<N: Network, C: Clock>(
+    probe: &mut Probe<'_, N, C>,
+    addr: SocketAddr,
+    header: ClientHeader,
+    (pieces, gap): (usize, Duration),
+    line: &[u8],
+) -> Verdict {
+    let bytes = claimed(header, addr);
+    let script = Script {
+        preamble: Preamble::Bytes {
+            piece: bytes.len().div_ceil(pieces),
+            bytes,
+            gap,
+        },
+        ..Script::echo(line.to_vec())
+    };
+    echo(probe, addr, script)
+}
+
+/// A header in three pieces, [`HEADER_GAP`] apart, then a line: it must
+/// come back (the header's deadline is longer, 3 s by default).
+fn proxy_slow_header<N: Network, C: Clock>(
+    probe: &mut Probe<'_, N, C>,
+    addr: SocketAddr,
+    header: ClientHeader,
+) -> Verdict {
+    let line = b"after a slow PROXY header\n";
+    match header_then_line(probe, addr, header, (3, HEADER_GAP), line) {
+        Verdict::Fail(fault) => Verdict::Fail(format!(
+            "a header sent in three pieces {}s apart: {fault} (the spec lets a receiver drop a \
+             header that comes in pieces, though it recommends waiting for the rest)",
+            HEADER_GAP.as_secs_f64()
+        )),
+        verdict => verdict,
+    }
+}
+
+/// A connection without a header and one with a malformed header: each
+/// must be closed with nothing echoed.
+fn proxy_refused<N: Network, C: Clock>(probe: &mut Probe<'_, N, C>, addr: SocketAddr) -> Verdict {
+    let cases = [
+        ("without a PROXY header", Preamble::Nothing),
+        (
+            "with a malformed PROXY header",
+            Preamble::Bytes {
+                bytes: b"PROXY TCP4 not-an-address\r\n".to_vec(),
+                piece: usize::MAX,
+                gap: Duration::ZERO,
+            },
+        ),
+    ];
+    for (what, preamble) in cases {
+        let script = Script {
+            preamble,
+            ..Script::echo(b"this line must not come back\n".to_vec())
+        };
+        let echoed = run(probe, addr, std::slice::from_ref(&script)).remove(0);
+        probe.notes.push(format!(
+            "{what}: {} bytes back, {:?} after {:.3}s",
+            echoed.received,
+            echoed.end,
+            echoed.took.as_secs_f64()
+        ));
+        if echoed.received > 0 {
+            return Verdict::Fail(format!(
+                "a connection {what} got {} bytes back: the endpoint echoes without a valid header",
+                echoed.received
+            ));
+        }
+        if let End::TimedOut = echoed.end {
+            return Verdict::Fail(format!(
+                "a connection {what} was neither echoed nor closed within {}s",
+                probe.options.timeout.as_secs_f64()
+            ));
+        }
+    }
+    Verdict::Pass
 }
 
 /// Runs `scripts` at once for at most the probe's timeout.
@@ -89,7 +201,14 @@ fn run<N: Network, C: Clock>(
     addr: SocketAddr,
     scripts: &[Script],
 ) -> Vec<Echoed> {
-    conn::run(probe.net, probe.clock, addr, scripts, probe.options.timeout)
+    let header = probe.options.proxy;
+    conn::run(
+        probe.net,
+        probe.clock,
+        addr,
+        (scripts, header),
+        probe.options.timeout,
+    )
 }
 
 /// One connection's echo of `script`.

@@ -6,6 +6,7 @@ use super::*;
 use crate::engine::{Config, ConnectionCount, Server};
 use crate::net::loopback::{Loopback, LoopbackNetwork};
 use crate::net::{Bind, Capabilities, Close, Interest, Protocol, SocketId, Spliced};
+use crate::proxy::{Accept, ClientHeader, Version};
 use std::io;
 use std::net::IpAddr;
 
@@ -49,13 +50,22 @@ fn without_an_address_a_scenario_is_skipped_with_the_reason() {
 /// The outcome of `name` against an echokit server on the loopback world;
 /// the server runs between the client's turns, as the simulation does.
 fn against_echokit(name: &str) -> Outcome {
+    against_echokit_with(name, None, None)
+}
+
+/// [`against_echokit`], the server requiring a PROXY header when `accept`
+/// says, the check sending one of `version` when given.
+fn against_echokit_with(name: &str, accept: Option<Accept>, version: Option<Version>) -> Outcome {
     let world = Loopback::with_buffer(256 * 1024);
-    let mut server = Server::new(
-        world.host(),
-        Config::default(),
-        ConnectionCount::default(),
-        (),
-    );
+    let config = Config {
+        proxy: accept,
+        ..Config::default()
+    };
+    let options = Options {
+        proxy: version.map(ClientHeader::new),
+        ..Options::default()
+    };
+    let mut server = Server::new(world.host(), config, ConnectionCount::default(), ());
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let tcp = server.listen(Protocol::Tcp, any, Bind::default()).unwrap();
     let udp = server.listen(Protocol::Udp, tcp, Bind::default()).unwrap();
@@ -70,14 +80,9 @@ fn against_echokit(name: &str) -> Outcome {
     };
     let scenario = scenario(name).unwrap();
     let mut found = None;
-    run(
-        &mut client,
-        &world,
-        &endpoint,
-        Options::default(),
-        &[scenario],
-        |o| found = Some(o.clone()),
-    );
+    run(&mut client, &world, &endpoint, options, &[scenario], |o| {
+        found = Some(o.clone())
+    });
     found.unwrap()
 }
 
@@ -133,6 +138,7 @@ fn an_echokit_server_passes_every_scenario() {
         let outcome = against_echokit(scenario.name);
         let expected = match scenario.name {
             "ipv6" => "SKIP",
+            _ if scenario.needs_proxy_protocol() => "SKIP",
             _ => "PASS",
         };
         assert_eq!(
@@ -144,4 +150,36 @@ fn an_echokit_server_passes_every_scenario() {
             outcome.detail
         );
     }
+}
+
+#[test]
+fn an_echokit_server_behind_the_proxy_protocol_passes_every_tcp_scenario() {
+    for version in [Version::V1, Version::V2] {
+        for scenario in SCENARIOS.iter().filter(|s| s.protocol == Protocol::Tcp) {
+            let accept = match version {
+                Version::V1 => Accept::V1,
+                Version::V2 => Accept::V2,
+            };
+            let outcome = against_echokit_with(scenario.name, Some(accept), Some(version));
+            let expected = match scenario.name {
+                "ipv6" => "SKIP",
+                _ => "PASS",
+            };
+            assert_eq!(
+                outcome.verdict.word(),
+                expected,
+                "{version} {}: {:?} ({})",
+                scenario.name,
+                outcome.verdict,
+                outcome.detail
+            );
+        }
+    }
+}
+
+#[test]
+fn a_plain_echo_fails_the_refusal_scenario() {
+    let outcome = against_echokit_with("proxy_refused", None, Some(Version::V2));
+    let reason = outcome.verdict.reason().unwrap_or_default().to_owned();
+    assert!(reason.contains("echoes without a valid header"), "{reason}");
 }

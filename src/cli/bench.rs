@@ -108,6 +108,9 @@ pub(super) struct BenchArgs {
     json: bool,
 
     #[command(flatten)]
+    proxy: super::ProxyArgs,
+
+    #[command(flatten)]
     io: super::IoArgs,
 }
 
@@ -187,6 +190,7 @@ fn plan(args: &BenchArgs, addr: SocketAddr, bind: Vec<IpAddr>) -> Plan {
         pipeline: args.pipeline as usize,
         connect_rate: args.connect_rate,
         bind,
+        proxy: args.proxy.header(),
     }
 }
 

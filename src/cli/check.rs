@@ -75,6 +75,9 @@ pub(crate) struct CheckArgs {
     verbose: bool,
 
     #[command(flatten)]
+    proxy: super::ProxyArgs,
+
+    #[command(flatten)]
     io: super::IoArgs,
 }
 
@@ -244,6 +247,7 @@ fn check_one<N: Network>(
     let clock = MonotonicClock::new();
     let options = Options {
         timeout: args.timeout,
+        proxy: args.proxy.header(),
     };
     let mut failure = None;
     let summary = check::run(net, &clock, endpoint, options, scenarios, |outcome| {

@@ -41,6 +41,9 @@ impl Observer for Log {
         let Log(level) = *self;
         match event {
             Event::Opened { peer } => level.say(Level::Connections, format_args!("open {peer}")),
+            Event::Proxied { peer, header } => {
+                level.say(Level::Connections, format_args!("proxy {peer}: {header}"))
+            }
             Event::Closed {
                 peer,
                 echoed,
@@ -52,6 +55,9 @@ impl Observer for Log {
                     Closed::Failed(err) => err.to_string(),
                     Closed::IdleTimeout => "idle timeout".to_owned(),
                     Closed::ShutdownTimeout => "shutdown timeout".to_owned(),
+                    Closed::HeaderRefused(reason) => {
+                        format!("PROXY header refused: {reason}; nothing echoed")
+                    }
                 };
                 let seconds = lasted.as_secs_f64();
                 level.say(

@@ -17,7 +17,7 @@ use echokit::bench::log::{Incompatible, LogError};
 use echokit::check::{self as conformance, Endpoint};
 use echokit::clock::MonotonicClock;
 use echokit::net::{HostPort, Io, Network, Protocol};
-use echokit::{bench as load, client};
+use echokit::{bench as load, client, proxy};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -119,6 +119,46 @@ impl IoArgs {
             );
         }
         self.io
+    }
+}
+
+/// The PROXY protocol options of the clients (`send`, `check`, `bench`).
+#[derive(Debug, clap::Args)]
+struct ProxyArgs {
+    /// Start every TCP connection with a PROXY protocol header of this version (v1 or v2),
+    /// as a load balancer does, to test a server or balancer that expects one. Its addresses
+    /// are the connection's own unless --proxy-source or --proxy-destination say otherwise.
+    #[arg(long, value_name = "VERSION", value_parser = parse_version)]
+    proxy_protocol: Option<proxy::Version>,
+
+    /// The client address the PROXY header claims (IP:PORT).
+    #[arg(long, value_name = "ADDR", requires = "proxy_protocol")]
+    proxy_source: Option<SocketAddr>,
+
+    /// The destination address the PROXY header claims (IP:PORT).
+    #[arg(long, value_name = "ADDR", requires = "proxy_protocol")]
+    proxy_destination: Option<SocketAddr>,
+}
+
+impl ProxyArgs {
+    /// The header to send first, if any.
+    fn header(&self) -> Option<proxy::ClientHeader> {
+        self.proxy_protocol.map(|version| proxy::ClientHeader {
+            version,
+            source: self.proxy_source,
+            destination: self.proxy_destination,
+        })
+    }
+}
+
+/// A client's `--proxy-protocol` version.
+fn parse_version(text: &str) -> Result<proxy::Version, String> {
+    match text {
+        "v1" => Ok(proxy::Version::V1),
+        "v2" => Ok(proxy::Version::V2),
+        _ => Err(format!(
+            "{text:?} is not a PROXY protocol version: v1 or v2"
+        )),
     }
 }
 

@@ -48,11 +48,19 @@ pub(super) struct SendArgs {
     retries: u32,
 
     #[command(flatten)]
+    proxy: super::ProxyArgs,
+
+    #[command(flatten)]
     io: super::IoArgs,
 }
 
 /// Runs `echokit send`; a wrong echo is a [`client::Error`] that says how.
 pub(super) fn run(args: &SendArgs) -> anyhow::Result<()> {
+    if args.udp && args.proxy.header().is_some() {
+        return Err(super::usage_error(
+            "--proxy-protocol heads TCP connections; it does not go with --udp",
+        ));
+    }
     let input = read_input(&args.input)?;
     let io = args.io.choice(super::log::Level::Errors);
     net::run_on(io, Send { args, input }).context("cannot set up the network")?
@@ -77,6 +85,7 @@ impl Job for Send<'_> {
         let addr = super::client_addr(&mut net, "--connect", &args.connect, protocol)?;
         let mut out = open_output(&args.output)?;
         let clock = MonotonicClock::new();
+        let proxy_header = args.proxy.header();
         let result = if args.udp {
             let options = DatagramOptions {
                 size: args.datagram_size as usize,
@@ -92,7 +101,7 @@ impl Job for Send<'_> {
                 }
             })
         } else {
-            client::send(&mut net, &clock, addr, &input, &mut out).map(drop)
+            client::send(&mut net, &clock, addr, &input, proxy_header, &mut out).map(drop)
         };
         out.flush()?;
         let err = match result {

@@ -6,8 +6,9 @@ use anyhow::Context;
 use clap::Args;
 use echokit::clock::MonotonicClock;
 use echokit::engine::guard::GuardConfig;
-use echokit::engine::{Config, ConnectionCount, Server, Stats};
+use echokit::engine::{Config, ConnectionCount, ProxyCounts, Server, Stats};
 use echokit::net::{self, Bind, HostPort, Job, Network, PortSharing, Protocol};
+use echokit::proxy::Accept;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +69,20 @@ pub(super) struct ServeArgs {
     /// a second signal exits at once).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     shutdown_timeout: Duration,
+
+    /// Every TCP connection must start with a PROXY protocol header (HAProxy's, as load
+    /// balancers send it with the real client's address) of this version: v1 (text), v2
+    /// (binary) or any. The header is consumed, never echoed; a connection whose header is
+    /// missing, invalid or late is closed unechoed, its reason counted. -v logs each header.
+    /// With --udp, every datagram must start with a v2 DGRAM (or LOCAL) header, stripped
+    /// before the echo; datagrams without one are dropped and counted.
+    #[arg(long, value_name = "VERSION", value_parser = parse_accept)]
+    proxy_protocol: Option<Accept>,
+
+    /// Seconds a connection may take to send its whole PROXY header (with --proxy-protocol).
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_seconds,
+          requires = "proxy_protocol")]
+    proxy_header_timeout: Duration,
 
     /// Log every connection's open and close (peer, bytes echoed, duration) to stderr.
     #[arg(short, long, conflicts_with = "quiet")]
@@ -209,6 +224,11 @@ impl Plan {
 /// Runs `echokit serve`: natively until SIGINT or SIGTERM, then shuts down
 /// gracefully and prints a summary; in wasm until the process is killed.
 pub(super) fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.udp && args.proxy_protocol == Some(Accept::V1) {
+        return Err(super::usage_error(
+            "--proxy-protocol v1 has no UDP form: with --udp, use v2 or any (a v2 DGRAM header per datagram)",
+        ));
+    }
     let io = args.io.choice(Level::from_flags(args.quiet, args.verbose));
     net::run_on(io, Serve(args)).context("cannot set up the network")?
 }
@@ -229,6 +249,8 @@ impl Job for Serve<'_> {
                 udp_guard: GuardConfig {
                     peer_rate: args.udp_peer_rate.0,
                 },
+                proxy: args.proxy_protocol,
+                proxy_timeout: args.proxy_header_timeout,
                 ..Config::default()
             },
             count: ConnectionCount::default(),
@@ -308,10 +330,14 @@ impl Job for Serve<'_> {
             ),
             false => String::new(),
         };
+        let proxied = match plan.config.proxy {
+            Some(_) => proxy_summary(&stats.proxy),
+            None => String::new(),
+        };
         level.say(
             Level::Errors,
             format_args!(
-                "stopped: served {} connections, echoed {} bytes and {} datagrams; {} connections cut off by --shutdown-timeout{dropped}",
+                "stopped: served {} connections, echoed {} bytes and {} datagrams; {} connections cut off by --shutdown-timeout{dropped}{proxied}",
                 stats.connections, stats.bytes, stats.datagrams, stats.cut_off
             ),
         );
@@ -433,6 +459,36 @@ fn open_files(max_connections: u32, loops: usize, level: Level) {
                 descriptor_margin(loops)
             ),
         );
+    }
+}
+
+/// The PROXY protocol part of the summary: headers accepted, without a
+/// client address, refused by reason.
+fn proxy_summary(counts: &ProxyCounts) -> String {
+    let reasons: Vec<String> = (counts.refusals())
+        .map(|(reason, count)| format!("{count} {}", reason.name()))
+        .collect();
+    let reasons = match reasons.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", reasons.join(", ")),
+    };
+    format!(
+        "; PROXY headers: {} accepted ({} LOCAL or without addresses), {} refused{reasons}",
+        counts.accepted,
+        counts.local,
+        counts.refused_total()
+    )
+}
+
+/// A `--proxy-protocol` version.
+fn parse_accept(text: &str) -> Result<Accept, String> {
+    match text {
+        "v1" => Ok(Accept::V1),
+        "v2" => Ok(Accept::V2),
+        "any" => Ok(Accept::Any),
+        _ => Err(format!(
+            "{text:?} is not a PROXY protocol version: v1, v2 or any"
+        )),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod datagram;
 use self::datagram::DatagramMismatch;
 use crate::clock::Clock;
 use crate::net::{explain, try_read, try_write, would_block, Close, Interest, Network, SocketId};
+use crate::proxy::{ClientHeader, Outgoing};
 use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -98,6 +99,9 @@ impl From<io::Error> for Error {
 /// buffers cannot deadlock.
 pub struct Exchange<'a> {
     id: SocketId,
+    peer: SocketAddr,
+    /// A PROXY protocol header to send before the input.
+    header: Option<Outgoing>,
     input: &'a [u8],
     half_close: HalfClose,
     written: usize,
@@ -123,6 +127,8 @@ impl<'a> Exchange<'a> {
         let id = net.connect(addr, None).map_err(|err| explain(err, addr))?;
         Ok(Exchange {
             id,
+            peer: addr,
+            header: None,
             input,
             half_close,
             written: 0,
@@ -134,6 +140,13 @@ impl<'a> Exchange<'a> {
             interest: Interest::NONE,
             buf: vec![0; READ_SIZE].into_boxed_slice(),
         })
+    }
+
+    /// Sends `header` (a PROXY protocol header) before the input, outside
+    /// the echo.
+    pub fn with_proxy_header(mut self, header: ClientHeader) -> Self {
+        self.header = Some(Outgoing::new(header));
+        self
     }
 
     /// The connection's socket.
@@ -178,7 +191,9 @@ impl<'a> Exchange<'a> {
         let interest = Interest {
             read: true,
             write: !self.write_done
-                && (self.written < self.input.len() || self.may_half_close(now)),
+                && (self.header.is_some()
+                    || self.written < self.input.len()
+                    || self.may_half_close(now)),
         };
         if interest != self.interest {
             net.set_interest(self.id, interest);
@@ -212,6 +227,12 @@ impl<'a> Exchange<'a> {
 
     fn send<N: Network>(&mut self, net: &mut N, now: Duration) -> io::Result<bool> {
         let mut progressed = false;
+        if let Some(header) = &mut self.header {
+            if !header.send(net, self.id, self.peer)? {
+                return Ok(false);
+            }
+            self.header = None;
+        }
         if self.written < self.input.len() {
             let n = try_write(net, self.id, &self.input[self.written..])?;
             if n == 0 {
@@ -310,17 +331,22 @@ impl fmt::Display for Cut {
 
 impl std::error::Error for Cut {}
 
-/// Sends `input` to the echo server at `addr`, writes the echo to `out`, and
-/// checks it: returns the byte count. It half-closes once the echo is
-/// back ([`HalfClose::AfterEcho`]).
+/// Sends `input` to the echo server at `addr` (after a PROXY protocol
+/// header, when given), writes the echo to `out`, and checks it: returns
+/// the byte count. It half-closes once the echo is back
+/// ([`HalfClose::AfterEcho`]).
 pub fn send<N: Network>(
     net: &mut N,
     clock: &impl Clock,
     addr: SocketAddr,
     input: &[u8],
+    header: Option<ClientHeader>,
     out: &mut impl Write,
 ) -> Result<u64, Error> {
     let mut exchange = Exchange::connect(net, addr, input, HalfClose::AfterEcho)?;
+    if let Some(header) = header {
+        exchange = exchange.with_proxy_header(header);
+    }
     let mut ready = Vec::new();
     loop {
         match exchange.drive(net, clock.now(), out) {

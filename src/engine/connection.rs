@@ -178,6 +178,13 @@ impl Connection {
         Ok(Progress::Yielded)
     }
 
+    /// Queues `data` to be echoed before anything read later: the bytes
+    /// that came after a PROXY header, received at `now`.
+    pub(super) fn echo_first(&mut self, data: &[u8], now: Duration) {
+        self.last_active = now;
+        self.queue(data);
+    }
+
     fn record_sent(&mut self, sent: usize, now: Duration) {
         if sent == 0 {
             return;

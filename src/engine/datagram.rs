@@ -1,8 +1,9 @@
 //! UDP echo: every datagram goes back, whole, to the address it came from.
 
 use super::guard::{UdpGuard, Verdict};
-use super::{Event, Observer, Progress, Turn};
+use super::{Event, Observer, Progress, ProxyCounts, Turn};
 use crate::net::{would_block, Interest, Network, SocketId};
+use crate::proxy::{self, Accept, Command, Parsed, Reason, Transport};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +19,11 @@ pub struct DatagramEcho {
     interest: Interest,
     /// Datagrams echoed so far.
     pub echoed: u64,
+    /// Every datagram must start with a PROXY v2 header of these versions
+    /// (`DGRAM` or `LOCAL`), stripped before the echo; `None` for plain echo.
+    pub proxy: Option<Accept>,
+    /// The datagrams' PROXY headers accepted and refused.
+    pub headers: ProxyCounts,
 }
 
 impl DatagramEcho {
@@ -75,7 +81,14 @@ impl DatagramEcho {
                     continue;
                 }
             };
-            let datagram = &scratch[..len];
+            let datagram = match self.proxy {
+                None => &scratch[..len],
+                Some(accept) => match strip_header(&scratch[..len], accept, &mut self.headers) {
+                    Some(payload) => payload,
+                    None => continue,
+                },
+            };
+            let len = datagram.len();
             if let Verdict::Drop { reason, first } = guard.check(from, datagram, now) {
                 if first {
                     observer.observe(Event::Dropping { from, reason });
@@ -108,6 +121,36 @@ impl DatagramEcho {
         }
         progress
     }
+}
+
+/// The payload of `datagram` after its PROXY header, counted in `counts`;
+/// `None` (counted by reason) for a datagram without a valid one. A
+/// datagram is whole: a header cut short in it is refused.
+fn strip_header<'a>(
+    datagram: &'a [u8],
+    accept: Accept,
+    counts: &mut ProxyCounts,
+) -> Option<&'a [u8]> {
+    let refused = match proxy::parse(datagram, accept) {
+        Parsed::Done { header, consumed } => {
+            match (header.command, header.transport) {
+                (Command::Local, _) | (_, Transport::Datagram) => {}
+                _ => {
+                    counts.refused[Reason::Transport.index()] += 1;
+                    return None;
+                }
+            }
+            counts.accepted += 1;
+            if header.source().is_none() {
+                counts.local += 1;
+            }
+            return datagram.get(consumed..);
+        }
+        Parsed::NeedMore => Reason::Short,
+        Parsed::Invalid(reason) => reason,
+    };
+    counts.refused[refused.index()] += 1;
+    None
 }
 
 /// Tells `observer` that one datagram failed with `error`.

@@ -3,6 +3,7 @@
 //! how to tell anyone.
 
 use super::guard::DropReason;
+use crate::proxy::{Header, Reason};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +15,14 @@ pub enum Event<'a> {
     Opened {
         /// The peer's address.
         peer: SocketAddr,
+    },
+    /// A connection's PROXY protocol header was accepted and consumed: the
+    /// echo starts ([`Config::proxy`](super::Config)).
+    Proxied {
+        /// The peer's address: the balancer's.
+        peer: SocketAddr,
+        /// The header: the real client's addresses, when it gives them.
+        header: &'a Header,
     },
     /// A served connection was closed.
     Closed {
@@ -69,6 +78,9 @@ pub enum Closed<'a> {
     IdleTimeout,
     /// It was still open when the shutdown's grace period ran out.
     ShutdownTimeout,
+    /// Its PROXY protocol header was invalid, cut short or late; nothing
+    /// was echoed.
+    HeaderRefused(Reason),
 }
 
 /// Receives a server's [`Event`]s, on the server's own thread.

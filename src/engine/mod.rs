@@ -11,6 +11,7 @@ mod connection;
 mod datagram;
 mod events;
 pub mod guard;
+mod header;
 
 pub use connection::{Connection, Progress, Turn};
 pub use datagram::DatagramEcho;
@@ -21,6 +22,7 @@ use crate::clock::Clock;
 use crate::net::{
     explain, would_block, Bind, Capabilities, Close, Interest, Network, Protocol, SocketId,
 };
+use crate::proxy::{self, Accept, Command, Reason};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -37,6 +39,9 @@ const ACCEPTS_PER_TURN: usize = 64;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a server told to stop by a flag looks at it.
 const STOP_CHECK: Duration = Duration::from_millis(100);
+/// How long a connection may take to send its whole PROXY header, unless
+/// told ([`Config::proxy_timeout`]).
+pub const PROXY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Server limits.
 #[derive(Clone, Debug)]
@@ -50,6 +55,13 @@ pub struct Config {
     pub max_backlog: usize,
     /// What UDP echo refuses: see [`guard`].
     pub udp_guard: GuardConfig,
+    /// Every TCP connection, and every UDP datagram, must start with a
+    /// PROXY protocol header of these versions, which is consumed, never
+    /// echoed (datagrams: a v2 `DGRAM` or `LOCAL` header each); `None` for
+    /// plain echo.
+    pub proxy: Option<Accept>,
+    /// How long a connection may take to send its whole PROXY header.
+    pub proxy_timeout: Duration,
 }
 
 impl Default for Config {
@@ -59,6 +71,8 @@ impl Default for Config {
             idle_timeout: None,
             max_backlog: 64 * 1024,
             udp_guard: GuardConfig::default(),
+            proxy: None,
+            proxy_timeout: PROXY_TIMEOUT,
         }
     }
 }
@@ -81,6 +95,45 @@ pub struct Stats {
     pub cut_off: u64,
     /// Datagrams the UDP guards dropped, by reason.
     pub dropped: Drops,
+    /// PROXY protocol headers accepted and refused.
+    pub proxy: ProxyCounts,
+}
+
+/// PROXY protocol headers a server took and refused ([`Config::proxy`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyCounts {
+    /// Headers accepted, `LOCAL` ones included.
+    pub accepted: u64,
+    /// Of those, headers without the client's address: v2 `LOCAL` (a
+    /// balancer's health checks), v1 `UNKNOWN`, v2 `UNSPEC`.
+    pub local: u64,
+    /// Connections refused, by reason: indexed as [`Reason::ALL`].
+    pub refused: [u64; Reason::ALL.len()],
+}
+
+impl ProxyCounts {
+    /// Connections refused for any reason.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.iter().sum()
+    }
+
+    /// The reasons connections were refused for, with their counts,
+    /// in [`Reason::ALL`]'s order.
+    pub fn refusals(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
+        (Reason::ALL.iter().zip(&self.refused))
+            .filter(|(_, &count)| count > 0)
+            .map(|(&reason, &count)| (reason, count))
+    }
+}
+
+impl std::ops::AddAssign for ProxyCounts {
+    fn add_assign(&mut self, other: ProxyCounts) {
+        self.accepted += other.accepted;
+        self.local += other.local;
+        for (mine, theirs) in self.refused.iter_mut().zip(other.refused) {
+            *mine += theirs;
+        }
+    }
 }
 
 impl std::ops::AddAssign for Stats {
@@ -90,6 +143,7 @@ impl std::ops::AddAssign for Stats {
         self.datagrams += other.datagrams;
         self.cut_off += other.cut_off;
         self.dropped += other.dropped;
+        self.proxy += other.proxy;
     }
 }
 
@@ -112,6 +166,8 @@ pub struct Server<N: Network, O: Observer = ()> {
     again: Vec<SocketId>,
     accept_paused_until: Option<Duration>,
     next_idle_sweep: Option<Duration>,
+    /// Connections still reading their PROXY header.
+    headers: header::Headers,
     stats: Stats,
 }
 
@@ -134,6 +190,7 @@ impl<N: Network, O: Observer> Server<N, O> {
             again: Vec::new(),
             accept_paused_until: None,
             next_idle_sweep: None,
+            headers: header::Headers::default(),
             stats: Stats::default(),
             config,
         }
@@ -155,7 +212,11 @@ impl<N: Network, O: Observer> Server<N, O> {
         self.net.set_interest(socket, Interest::READ);
         match protocol {
             Protocol::Tcp => self.listeners.push(socket),
-            Protocol::Udp => self.datagrams.push((socket, DatagramEcho::default())),
+            Protocol::Udp => {
+                let mut echo = DatagramEcho::default();
+                echo.proxy = self.config.proxy;
+                self.datagrams.push((socket, echo));
+            }
         }
         self.net.local_addr(socket)
     }
@@ -222,9 +283,10 @@ impl<N: Network, O: Observer> Server<N, O> {
     /// What the server did so far.
     pub fn stats(&self) -> Stats {
         let mut stats = self.stats;
-        stats.datagrams += (self.datagrams.iter())
-            .map(|(_, echo)| echo.echoed)
-            .sum::<u64>();
+        for (_, echo) in &self.datagrams {
+            stats.datagrams += echo.echoed;
+            stats.proxy += echo.headers;
+        }
         stats.dropped = self.guard.drops;
         stats
     }
@@ -236,6 +298,7 @@ impl<N: Network, O: Observer> Server<N, O> {
         }
         for (socket, echo) in mem::take(&mut self.datagrams) {
             self.stats.datagrams += echo.echoed;
+            self.stats.proxy += echo.headers;
             self.net.close(socket, Close::Orderly);
         }
         self.accept_paused_until = None;
@@ -276,6 +339,7 @@ impl<N: Network, O: Observer> Server<N, O> {
         self.accept_paused_until
             .into_iter()
             .chain(self.next_idle_sweep)
+            .chain(self.headers.next_deadline())
             .min()
     }
 
@@ -342,10 +406,19 @@ impl<N: Network, O: Observer> Server<N, O> {
         self.open += 1;
         self.stats.connections += 1;
         self.observer.observe(Event::Opened { peer });
+        if self.config.proxy.is_some() {
+            self.headers.expect(id, now + self.config.proxy_timeout);
+            self.net.set_interest(id, Interest::READ);
+        }
         self.drive(id, now);
     }
 
     fn drive(&mut self, id: SocketId, now: Duration) {
+        if let Some(accept) = self.config.proxy {
+            if self.headers.awaits(id) && !self.read_header(id, accept, now) {
+                return;
+            }
+        }
         let Some(Some(conn)) = self.connections.get_mut(id.0) else {
             return;
         };
@@ -362,7 +435,50 @@ impl<N: Network, O: Observer> Server<N, O> {
         }
     }
 
+    /// Reads `id`'s PROXY header as far as it came; whether the
+    /// connection goes on to echo (its header is whole and valid).
+    fn read_header(&mut self, id: SocketId, accept: Accept, now: Duration) -> bool {
+        let Some(Some(conn)) = self.connections.get_mut(id.0) else {
+            return false;
+        };
+        let bound = self.config.max_backlog;
+        let read = self
+            .headers
+            .read(&mut self.net, id, accept, &mut self.scratch, bound);
+        match read {
+            Ok(header::Read::Waiting) => false,
+            Ok(header::Read::Accepted { header, rest }) => {
+                conn.echo_first(&rest, now);
+                self.stats.proxy.accepted += 1;
+                if header.command == Command::Local || header.addresses == proxy::Addresses::Unknown
+                {
+                    self.stats.proxy.local += 1;
+                }
+                self.observer.observe(Event::Proxied {
+                    peer: conn.peer,
+                    header: &header,
+                });
+                true
+            }
+            Ok(header::Read::Refused(reason)) => {
+                self.refuse_header(id, now, reason);
+                false
+            }
+            Err(err) => {
+                self.close(id, now, Closed::Failed(&err));
+                false
+            }
+        }
+    }
+
+    /// Closes `id` for its PROXY header, counted by `reason`.
+    fn refuse_header(&mut self, id: SocketId, now: Duration, reason: Reason) {
+        self.stats.proxy.refused[reason.index()] += 1;
+        self.close(id, now, Closed::HeaderRefused(reason));
+    }
+
     fn close(&mut self, id: SocketId, now: Duration, why: Closed<'_>) {
+        self.headers.forget(id);
         let Some(conn) = self.connections.get_mut(id.0).and_then(Option::take) else {
             return;
         };
@@ -387,6 +503,9 @@ impl<N: Network, O: Observer> Server<N, O> {
                     self.again.push(listener);
                 }
             }
+        }
+        for id in self.headers.expired(now) {
+            self.refuse_header(id, now, Reason::Timeout);
         }
         let Some(idle) = self.config.idle_timeout else {
             return;

@@ -379,3 +379,5 @@ fn tcp_and_udp_share_one_server() {
     let mut buf = [0; 16];
     assert_eq!(client.recv_from(udp, &mut buf).unwrap(), (4, addr));
 }
+
+mod proxy;

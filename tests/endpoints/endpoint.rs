@@ -59,6 +59,11 @@ pub(crate) struct Endpoint {
     /// `check --timeout`, in seconds.
     #[serde(default = "default_timeout")]
     timeout: f64,
+    /// `check --proxy-protocol`: the endpoint expects a PROXY header.
+    pub(crate) proxy_protocol: Option<String>,
+    /// More arguments for the `{upstream}` echokit's `serve`.
+    #[serde(default)]
+    upstream_args: Vec<String>,
     #[serde(default)]
     pub(crate) expect: BTreeMap<String, Expect>,
 }
@@ -136,7 +141,7 @@ impl Endpoint {
                     .any(|s| s.contains("{upstream}"));
                 let upstream_addr = match needs_upstream {
                     true => {
-                        let server = start_upstream()?;
+                        let server = start_upstream(&self.upstream_args)?;
                         let addr = server.addr;
                         upstream = Some(server);
                         Some(addr)
@@ -208,6 +213,9 @@ impl Endpoint {
             cmd.args(["--udp-connect", &addr]);
         }
         cmd.args(["--timeout", &self.timeout.to_string(), "--json"]);
+        if let Some(version) = &self.proxy_protocol {
+            cmd.args(["--proxy-protocol", version]);
+        }
         let what = testkit::process::describe(&cmd);
         let child = cmd
             .stdin(Stdio::null())
@@ -237,8 +245,8 @@ impl Endpoint {
 }
 
 /// A native echokit serving TCP and UDP on one port, for the proxies to
-/// forward to.
-fn start_upstream() -> Result<ServerProcess, String> {
+/// forward to, with `more` arguments.
+pub(crate) fn start_upstream(more: &[String]) -> Result<ServerProcess, String> {
     let mut cmd = Target::new(Build::Native).command()?;
     cmd.args([
         "serve",
@@ -249,11 +257,12 @@ fn start_upstream() -> Result<ServerProcess, String> {
         "--max-connections",
         "20000",
     ]);
+    cmd.args(more);
     ServerProcess::start(cmd, StderrTo::Keep, STARTUP)
 }
 
 /// A loopback port free for both TCP and UDP, as far as can be told.
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     for _ in 0..100 {
         let tcp = TcpListener::bind("127.0.0.1:0").map_err(|err| format!("bind: {err}"))?;
         let port = tcp.local_addr().map_err(|err| err.to_string())?.port();
@@ -279,13 +288,17 @@ fn udp_answers(addr: SocketAddr) -> bool {
 
 /// A third-party program in a process group of its own, so that the
 /// children it forks go with it.
-struct Group {
+pub(crate) struct Group {
     child: Child,
     stderr: std::thread::JoinHandle<String>,
 }
 
 impl Group {
-    fn spawn(args: &[String], package: Option<&str>, dir: &Path) -> Result<Group, String> {
+    pub(crate) fn spawn(
+        args: &[String],
+        package: Option<&str>,
+        dir: &Path,
+    ) -> Result<Group, String> {
         let program = &args[0];
         let remedy = || {
             format!(
@@ -321,7 +334,7 @@ impl Group {
     }
 
     /// Kills the whole group and returns what it wrote on stderr.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         // SAFETY: kill has no memory-safety preconditions; the group is our
         // child's own.
         unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };

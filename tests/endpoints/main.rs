@@ -18,6 +18,7 @@
 
 mod broken;
 mod endpoint;
+mod proxy;
 
 use endpoint::{Endpoint, Expect, Results};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -36,10 +37,11 @@ struct Table {
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/endpoints.toml");
-    let trials = match load(&path) {
+    let mut trials = match load(&path) {
         Ok(table) => trials(table),
         Err(err) => vec![Trial::test("endpoints::table", move || Err(err.into()))],
     };
+    trials.extend(proxy::trials());
     libtest_mimic::run(&args, trials).exit_code()
 }
 
@@ -62,7 +64,11 @@ fn trials(table: Table) -> Vec<Trial> {
         let endpoint = Arc::new(endpoint);
         let results: Arc<OnceLock<Result<Results, String>>> = Arc::default();
         for scenario in echokit::check::SCENARIOS {
-            if !endpoint.serves(scenario.protocol) {
+            // The PROXY protocol scenarios are asked of endpoints that
+            // expect a header; the others would only skip them.
+            let proxied = endpoint.proxy_protocol.is_some();
+            if !endpoint.serves(scenario.protocol) || (scenario.needs_proxy_protocol() && !proxied)
+            {
                 continue;
             }
             let (endpoint, results) = (Arc::clone(&endpoint), Arc::clone(&results));

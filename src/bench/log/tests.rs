@@ -18,6 +18,7 @@ fn start(size: usize) -> Start {
         pipeline: 1,
         connect_rate: None,
         bind: Vec::new(),
+        proxy: None,
     }
     .start("test")
 }
