@@ -79,7 +79,7 @@ _echokit() {
             return 0
             ;;
         echokit__subcmd__bench)
-            opts="-h --connect --connections --size --duration --warmup --mode --rate --pipeline --connect-rate --bind --interval --histogram-log --udp --reset --json --io --help"
+            opts="-h --connect --connections --size --duration --warmup --mode --rate --pipeline --connect-rate --bind --interval --histogram-log --udp --reset --json --proxy-protocol --proxy-source --proxy-destination --io --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -133,6 +133,18 @@ _echokit() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --proxy-protocol)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-destination)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --io)
                     COMPREPLY=($(compgen -W "auto epoll uring splice" -- "${cur}"))
                     return 0
@@ -145,7 +157,7 @@ _echokit() {
             return 0
             ;;
         echokit__subcmd__check)
-            opts="-v -h --connect --udp-connect --only --skip --list --timeout --json --verbose --io --help"
+            opts="-v -h --connect --udp-connect --only --skip --list --timeout --json --verbose --proxy-protocol --proxy-source --proxy-destination --io --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -168,6 +180,18 @@ _echokit() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-protocol)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-destination)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -323,7 +347,7 @@ _echokit() {
             return 0
             ;;
         echokit__subcmd__send)
-            opts="-h --connect --input --output --udp --datagram-size --timeout --retries --io --help"
+            opts="-h --connect --input --output --udp --datagram-size --timeout --retries --proxy-protocol --proxy-source --proxy-destination --io --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -353,6 +377,18 @@ _echokit() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --proxy-protocol)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-destination)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --io)
                     COMPREPLY=($(compgen -W "auto epoll uring splice" -- "${cur}"))
                     return 0
@@ -365,7 +401,7 @@ _echokit() {
             return 0
             ;;
         echokit__subcmd__serve)
-            opts="-v -q -h --listen --backlog --max-connections --idle-timeout --tcp --udp --udp-peer-rate --workers --shutdown-timeout --verbose --quiet --io --help"
+            opts="-v -q -h --listen --backlog --max-connections --idle-timeout --tcp --udp --udp-peer-rate --workers --shutdown-timeout --proxy-protocol --proxy-header-timeout --verbose --quiet --io --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -396,6 +432,14 @@ _echokit() {
                     return 0
                     ;;
                 --shutdown-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-protocol)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proxy-header-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

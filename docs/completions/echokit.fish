@@ -40,6 +40,8 @@ complete -c echokit -n "__fish_echokit_using_subcommand serve" -l idle-timeout -
 complete -c echokit -n "__fish_echokit_using_subcommand serve" -l udp-peer-rate -d 'UDP datagrams per second echoed to one source IP address; the excess is dropped. `off` for no bound. The default is above what `echokit bench --udp` reaches' -r
 complete -c echokit -n "__fish_echokit_using_subcommand serve" -l workers -d 'Event loops (threads), each serving every listener; default: one per core. The WebAssembly build has no threads and always runs one' -r
 complete -c echokit -n "__fish_echokit_using_subcommand serve" -l shutdown-timeout -d 'On SIGINT or SIGTERM, stop accepting and give open connections this many seconds to finish their echo before closing them (native build; a second signal exits at once)' -r
+complete -c echokit -n "__fish_echokit_using_subcommand serve" -l proxy-protocol -d 'Every TCP connection must start with a PROXY protocol header (HAProxy\'s, as load balancers send it with the real client\'s address) of this version: v1 (text), v2 (binary) or any. The header is consumed, never echoed; a connection whose header is missing, invalid or late is closed unechoed, its reason counted. -v logs each header. With --udp, every datagram must start with a v2 DGRAM (or LOCAL) header, stripped before the echo; datagrams without one are dropped and counted' -r
+complete -c echokit -n "__fish_echokit_using_subcommand serve" -l proxy-header-timeout -d 'Seconds a connection may take to send its whole PROXY header (with --proxy-protocol)' -r
 complete -c echokit -n "__fish_echokit_using_subcommand serve" -l io -d 'I/O backend: natively auto (io_uring where the kernel allows it, else epoll), uring or epoll; in the wasm build auto (read and write) or splice (faster on wasmtime, traps on jco)' -r -f -a "auto\t'The fastest the host lets this process set up'
 epoll\t'Readiness from epoll (native)'
 uring\t'Completions from io_uring (Linux)'
@@ -55,6 +57,9 @@ complete -c echokit -n "__fish_echokit_using_subcommand send" -l output -d 'File
 complete -c echokit -n "__fish_echokit_using_subcommand send" -l datagram-size -d 'Bytes per datagram (with --udp; at most 65507)' -r
 complete -c echokit -n "__fish_echokit_using_subcommand send" -l timeout -d 'Seconds to wait for each datagram\'s echo before sending it again (with --udp)' -r
 complete -c echokit -n "__fish_echokit_using_subcommand send" -l retries -d 'How many times a datagram is sent again before it counts as lost (with --udp)' -r
+complete -c echokit -n "__fish_echokit_using_subcommand send" -l proxy-protocol -d 'Start every TCP connection with a PROXY protocol header of this version (v1 or v2), as a load balancer does, to test a server or balancer that expects one. Its addresses are the connection\'s own unless --proxy-source or --proxy-destination say otherwise' -r
+complete -c echokit -n "__fish_echokit_using_subcommand send" -l proxy-source -d 'The client address the PROXY header claims (IP:PORT)' -r
+complete -c echokit -n "__fish_echokit_using_subcommand send" -l proxy-destination -d 'The destination address the PROXY header claims (IP:PORT)' -r
 complete -c echokit -n "__fish_echokit_using_subcommand send" -l io -d 'I/O backend: natively auto (io_uring where the kernel allows it, else epoll), uring or epoll; in the wasm build auto (read and write) or splice (faster on wasmtime, traps on jco)' -r -f -a "auto\t'The fastest the host lets this process set up'
 epoll\t'Readiness from epoll (native)'
 uring\t'Completions from io_uring (Linux)'
@@ -75,6 +80,9 @@ complete -c echokit -n "__fish_echokit_using_subcommand bench" -l connect-rate -
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l bind -d 'Source addresses, connections spread evenly over them (each has its own ephemeral ports; loopback has all of 127.0.0.0/8). Each must be an address of this host. A host name stands for its addresses of the server\'s family' -r
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l interval -d 'Report each interval of this many seconds: a line on stderr, or with --json a JSON event on stdout' -r
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l histogram-log -d 'Write the latency histograms of every interval (1 s without --interval) to FILE as an HdrHistogram interval log, for `echokit report` to merge. The wasm build needs the directory granted (`wasmtime run --dir`)' -r -F
+complete -c echokit -n "__fish_echokit_using_subcommand bench" -l proxy-protocol -d 'Start every TCP connection with a PROXY protocol header of this version (v1 or v2), as a load balancer does, to test a server or balancer that expects one. Its addresses are the connection\'s own unless --proxy-source or --proxy-destination say otherwise' -r
+complete -c echokit -n "__fish_echokit_using_subcommand bench" -l proxy-source -d 'The client address the PROXY header claims (IP:PORT)' -r
+complete -c echokit -n "__fish_echokit_using_subcommand bench" -l proxy-destination -d 'The destination address the PROXY header claims (IP:PORT)' -r
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l io -d 'I/O backend: natively auto (io_uring where the kernel allows it, else epoll), uring or epoll; in the wasm build auto (read and write) or splice (faster on wasmtime, traps on jco)' -r -f -a "auto\t'The fastest the host lets this process set up'
 epoll\t'Readiness from epoll (native)'
 uring\t'Completions from io_uring (Linux)'
@@ -90,6 +98,9 @@ complete -c echokit -n "__fish_echokit_using_subcommand check" -l udp-connect -d
 complete -c echokit -n "__fish_echokit_using_subcommand check" -l only -d 'Run only the scenarios matching PATTERN (a name; `*` matches anything). Repeatable' -r
 complete -c echokit -n "__fish_echokit_using_subcommand check" -l skip -d 'Leave out the scenarios matching PATTERN. Repeatable' -r
 complete -c echokit -n "__fish_echokit_using_subcommand check" -l timeout -d 'The longest one scenario may take, in seconds' -r
+complete -c echokit -n "__fish_echokit_using_subcommand check" -l proxy-protocol -d 'Start every TCP connection with a PROXY protocol header of this version (v1 or v2), as a load balancer does, to test a server or balancer that expects one. Its addresses are the connection\'s own unless --proxy-source or --proxy-destination say otherwise' -r
+complete -c echokit -n "__fish_echokit_using_subcommand check" -l proxy-source -d 'The client address the PROXY header claims (IP:PORT)' -r
+complete -c echokit -n "__fish_echokit_using_subcommand check" -l proxy-destination -d 'The destination address the PROXY header claims (IP:PORT)' -r
 complete -c echokit -n "__fish_echokit_using_subcommand check" -l io -d 'I/O backend: natively auto (io_uring where the kernel allows it, else epoll), uring or epoll; in the wasm build auto (read and write) or splice (faster on wasmtime, traps on jco)' -r -f -a "auto\t'The fastest the host lets this process set up'
 epoll\t'Readiness from epoll (native)'
 uring\t'Completions from io_uring (Linux)'
