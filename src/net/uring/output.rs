@@ -1,8 +1,9 @@
 //! What a stream has to send, in order: ring buffers spliced from its own
 //! input, sent as they are, or bytes the caller wrote, copied in.
 //!
-//! Spliced buffers go by one `sendmsg` with `MSG_DONTWAIT`, which the
-//! kernel finishes within the wait that submits it. What the socket did
+//! Spliced buffers go by one `send` (one buffer) or `sendmsg` (several)
+//! with `MSG_DONTWAIT`, which the kernel finishes within the wait that
+//! submits it. What the socket did
 //! not take is then copied out and the buffers go back to the ring at
 //! once, so that a peer that stops reading holds copies of its own, never
 //! the buffers every connection receives into. Written bytes go by a
