@@ -8,7 +8,7 @@
 
 use crate::net::{try_read, Network, SocketId};
 use crate::proxy::{self, Accept, Header, Parsed, Reason, Transport, MAX_HEADER};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::time::Duration;
 
@@ -38,7 +38,9 @@ struct Pending {
 /// Every connection still in its header phase, and their deadlines.
 #[derive(Debug, Default)]
 pub(super) struct Headers {
-    pending: HashMap<SocketId, Pending>,
+    /// A B-tree map: a `HashMap`'s random seed would make the component
+    /// import `wasi:random/insecure-seed`.
+    pending: BTreeMap<SocketId, Pending>,
     /// Deadlines in the order they fall: the timeout is the same for all,
     /// so in the order connections were accepted. Entries of connections
     /// done with their header are dropped when they come up.
