@@ -245,18 +245,18 @@ impl Endpoint {
 }
 
 /// A native echokit serving TCP and UDP on one port, for the proxies to
-/// forward to, with `more` arguments.
+/// forward to, with `more` arguments; TCP alone when they ask for v1
+/// PROXY headers, which have no UDP form (`serve` refuses the two).
 pub(crate) fn start_upstream(more: &[String]) -> Result<ServerProcess, String> {
+    let v1 = more
+        .windows(2)
+        .any(|pair| pair == ["--proxy-protocol", "v1"]);
     let mut cmd = Target::new(Build::Native).command()?;
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tcp",
-        "--udp",
-        "--max-connections",
-        "20000",
-    ]);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--tcp"]);
+    if !v1 {
+        cmd.arg("--udp");
+    }
+    cmd.args(["--max-connections", "20000"]);
     cmd.args(more);
     ServerProcess::start(cmd, StderrTo::Keep, STARTUP)
 }
