@@ -389,3 +389,51 @@ impl Datagram {
         self.next
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn jitter_follows_rfc_3550() {
+        let mut round_trips = RoundTrips::default();
+        assert_eq!(round_trips.measured(ms(300)), 0.0, "no difference yet");
+        // |D| = 16 ms: J = 0 + (16 - 0) / 16 = 1 ms, then + (0 - 1) / 16.
+        assert_eq!(round_trips.measured(ms(316)), 1e6);
+        assert_eq!(round_trips.measured(ms(316)), 1e6 - 1e6 / 16.0);
+    }
+
+    #[test]
+    fn the_loss_timeout_follows_the_round_trips_within_its_bounds() {
+        let mut round_trips = RoundTrips::default();
+        assert_eq!(round_trips.loss_timeout(), FIRST_TIMEOUT);
+        // 300 ms, variation 150 ms: 2 × 300 + 4 × 150.
+        round_trips.measured(ms(300));
+        assert_eq!(round_trips.loss_timeout(), ms(1200));
+        for _ in 0..100 {
+            round_trips.measured(ms(300));
+        }
+        let steady = round_trips.loss_timeout();
+        assert!((ms(600)..ms(610)).contains(&steady), "{steady:?}");
+        let mut fast = RoundTrips::default();
+        fast.measured(Duration::from_micros(50));
+        assert_eq!(fast.loss_timeout(), FLOOR);
+        let mut slow = RoundTrips::default();
+        slow.measured(Duration::from_secs(30));
+        assert_eq!(slow.loss_timeout(), CEILING);
+    }
+
+    #[test]
+    fn a_datagram_is_its_sequence_number_then_its_pattern() {
+        let mut datagram = [0; 20];
+        fill(3, 0x0102, &mut datagram);
+        assert_eq!(datagram[..HEADER], 0x0102u64.to_le_bytes());
+        let mut pattern = [0; 12];
+        pattern::fill(pattern::seed(3, 0x0102), 8, &mut pattern);
+        assert_eq!(datagram[HEADER..], pattern);
+    }
+}
