@@ -119,6 +119,9 @@ fn a_wan_path_is_measured_as_the_relay_impaired_it() {
             impair_below: 500,
         },
     );
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("wan.hlog");
+    let log_path = log_path.to_str().unwrap();
     let args = [
         "--udp",
         "--connections",
@@ -129,6 +132,8 @@ fn a_wan_path_is_measured_as_the_relay_impaired_it() {
         "1000",
         "--interval",
         "1",
+        "--histogram-log",
+        log_path,
     ];
     let events = bench(relay.addr, &args, 4.0);
     let report = end(&events);
@@ -174,6 +179,19 @@ fn a_wan_path_is_measured_as_the_relay_impaired_it() {
         })
         .collect();
     assert_eq!(echokit::bench::Counts::sum(&intervals), *c);
+    // `report` reads the same counts, jitter and corruption from the log.
+    let merged = Target::new(Build::Native)
+        .must()
+        .args(["report", "--json", log_path])
+        .output()
+        .expect("run echokit report");
+    let merged = String::from_utf8_lossy(&merged.stdout);
+    let Ok(Event::End(merged)) = serde_json::from_str(merged.trim()) else {
+        panic!("report printed no end event: {merged}");
+    };
+    assert_eq!(merged.counts, *c);
+    assert_eq!(merged.jitter_ns, report.jitter_ns);
+    assert_eq!(merged.first_corruption, report.first_corruption);
 }
 
 #[test]
