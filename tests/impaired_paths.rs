@@ -166,7 +166,7 @@ fn a_wan_path_is_measured_as_the_relay_impaired_it() {
         want.jitter_ns
     );
     assert!(
-        (jitter - want.jitter_ns).abs() < 2e6 + 0.25 * want.jitter_ns,
+        (jitter - want.jitter_ns).abs() < 1e6 + 0.1 * want.jitter_ns,
         "jitter {jitter} ns, the relay's {} ns",
         want.jitter_ns
     );
