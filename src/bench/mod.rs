@@ -209,7 +209,8 @@ pub enum Error {
     Plan(&'static str),
     /// The network failed (a refused connection is reported so).
     Io(io::Error),
-    /// An echoed byte differed from the byte sent.
+    /// An echoed byte differed from the byte sent (TCP; over UDP a
+    /// corrupted echo is counted, not fatal).
     Mismatch(BenchMismatch),
     /// Not one echo came back: the run measured nothing.
     NoEcho {
