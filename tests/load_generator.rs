@@ -102,8 +102,13 @@ fn udp_pingpong_verifies_every_datagram() {
     let udp = report(Build::Native, server.addr, &udp);
     assert_echoed(&udp, 512);
     // Loopback drops nothing at four datagrams in flight, but a datagram
-    // counts as lost after 200 ms: a stalled test machine may lose one.
+    // counts as lost after 200 ms at least: a stalled test machine may
+    // lose one. Nothing else happens to a datagram on loopback.
     assert!(count(&udp, "lost") <= 1, "{udp}");
+    for path in ["duplicates", "reordered", "corrupted"] {
+        assert_eq!(count(&udp, path), 0, "{udp}");
+    }
+    assert!(udp["jitter_ns"].is_u64(), "{udp}");
 }
 
 #[test]
@@ -236,6 +241,11 @@ fn refused_connections_and_misused_flags_are_reported() {
             &["--udp", "--mode", "stream"][..],
             "--udp benchmarks support --mode pingpong only",
         ),
+        (
+            &["--udp", "--size", "7"][..],
+            "--udp needs --size 8 or more",
+        ),
+        (&["--loss-timeout", "1"][..], "--udp"),
     ] {
         let run = bench(Build::Native, closed, args);
         assert_eq!(run.status.and_then(|s| s.code()), Some(2), "{}", run.stderr);

@@ -79,7 +79,7 @@ _echokit() {
             return 0
             ;;
         echokit__subcmd__bench)
-            opts="-h --connect --connections --size --duration --warmup --mode --rate --pipeline --connect-rate --bind --interval --histogram-log --udp --reset --json --proxy-protocol --proxy-source --proxy-destination --io --help"
+            opts="-h --connect --connections --size --duration --warmup --mode --rate --pipeline --connect-rate --bind --interval --histogram-log --udp --loss-timeout --reset --json --proxy-protocol --proxy-source --proxy-destination --io --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -130,6 +130,10 @@ _echokit() {
                     return 0
                     ;;
                 --histogram-log)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --loss-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

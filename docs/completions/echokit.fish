@@ -80,6 +80,7 @@ complete -c echokit -n "__fish_echokit_using_subcommand bench" -l connect-rate -
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l bind -d 'Source addresses, connections spread evenly over them (each has its own ephemeral ports; loopback has all of 127.0.0.0/8). Each must be an address of this host. A host name stands for its addresses of the server\'s family' -r
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l interval -d 'Report each interval of this many seconds: a line on stderr, or with --json a JSON event on stdout' -r
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l histogram-log -d 'Write the latency histograms of every interval (1 s without --interval) to FILE as an HdrHistogram interval log, for `echokit report` to merge. The wasm build needs the directory granted (`wasmtime run --dir`)' -r -F
+complete -c echokit -n "__fish_echokit_using_subcommand bench" -l loss-timeout -d 'With --udp: a datagram not echoed within SECS counts as lost. Default: twice the smoothed round trip plus four times its variation (as TCP\'s retransmission timeout), 0.2 s to 10 s, 1 s before the first echo' -r
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l proxy-protocol -d 'Start every TCP connection with a PROXY protocol header of this version (v1 or v2), as a load balancer does, to test a server or balancer that expects one. Its addresses are the connection\'s own unless --proxy-source or --proxy-destination say otherwise' -r
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l proxy-source -d 'The client address the PROXY header claims (IP:PORT)' -r
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l proxy-destination -d 'The destination address the PROXY header claims (IP:PORT)' -r
@@ -87,7 +88,7 @@ complete -c echokit -n "__fish_echokit_using_subcommand bench" -l io -d 'I/O bac
 epoll\t'Readiness from epoll (native)'
 uring\t'Completions from io_uring (Linux)'
 splice\t'The WebAssembly build, echoing with `output-stream.splice`: the bytes stay in the runtime (faster on wasmtime; jco 1.35 traps)'"
-complete -c echokit -n "__fish_echokit_using_subcommand bench" -l udp -d 'Echo UDP datagrams of --size bytes (pingpong only); a datagram not back within 200 ms counts as lost'
+complete -c echokit -n "__fish_echokit_using_subcommand bench" -l udp -d 'Echo UDP datagrams of --size bytes (at least 8: each begins with its sequence number; pingpong only), and count what the path did to them: lost, duplicated, reordered, corrupted, echoed late, and the round trips\' jitter'
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l reset -d 'In connect mode, close each connection with a reset (SO_LINGER 0) instead of a FIN, so that this machine\'s ports do not pile up in TIME_WAIT and the kernel\'s search for a free one does not bound the rate. The wasm build cannot, and closes normally'
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -l json -d 'Print JSON: the end event alone (one object), or with --interval a stream of one event per line (start, interval..., end)'
 complete -c echokit -n "__fish_echokit_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'

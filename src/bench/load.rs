@@ -2,7 +2,7 @@
 //! wakes open-loop flows as their messages fall due, drives the flows,
 //! reopens the ones that fail, and cuts the run into intervals.
 
-use super::datagram::{Datagram, LOSS_TIMEOUT};
+use super::datagram::{self, Datagram};
 use super::flow::{Flow, FlowError, Origin, Outcome, Pacing, Turn};
 use super::record::Recorder;
 use super::report::nanos;
@@ -52,7 +52,7 @@ impl Conn {
     ) -> Result<Outcome, FlowError> {
         match self {
             Conn::Tcp(flow) => flow.drive(net, turn),
-            Conn::Udp(datagram) => datagram.drive(net, turn),
+            Conn::Udp(datagram) => Ok(datagram.drive(net, turn)?),
         }
     }
 }
@@ -144,7 +144,7 @@ pub fn run<N: Network>(
     let mut cuts: Option<Cuts> = None;
     // UDP sockets whose datagram was lost get no wake-up: look at them all
     // now and then.
-    let loss_sweep = plan.udp.then_some(LOSS_TIMEOUT / 4);
+    let loss_sweep = plan.udp.then(|| datagram::sweep(plan));
     let mut next_sweep = start;
     loop {
         let now = clock.now();
@@ -411,6 +411,8 @@ impl<N: Network, C: Clock> Run<'_, N, C> {
         report.send_lag_max_ns = record.total_lag_max;
         report.corrected = Latency::of(&record.total_latencies.corrected);
         report.uncorrected = Latency::of(&record.total_latencies.uncorrected);
+        report.jitter_ns = record.total_jitter();
+        report.first_corruption = record.total_first_corruption;
         report.connected_ns = self.connected_at.map(nanos);
         Ok(report)
     }

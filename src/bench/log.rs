@@ -5,7 +5,7 @@
 //! events as comments, which `echokit report` merges across runs:
 //!
 //! ```text
-//! #echokit histogram log, schema 1 (latencies in ns)
+//! #echokit histogram log, schema 2 (latencies in ns)
 //! #echokit-start {"event":"start",...}
 //! #[StartTime: 1764000000.123 (seconds since epoch)]
 //! #[BaseTime: 1764000000.123 (seconds since epoch)]
@@ -21,7 +21,7 @@
 //! not add up to it, is truncated.
 
 use super::record::Latencies;
-use super::report::{Counts, Event, Interval, Latency, Load, Report, Start, SCHEMA};
+use super::report::{mean_jitter, Counts, Event, Interval, Latency, Load, Report, Start, SCHEMA};
 use base64::Engine as _;
 use hdrhistogram::serialization::interval_log::{
     IntervalLogIterator, IntervalLogWriter, IntervalLogWriterBuilder, LogEntry, Tag,
@@ -332,6 +332,11 @@ pub fn merge(runs: &[(String, RunLog)]) -> Result<Report, Incompatible> {
     let all = runs.iter().flat_map(|(_, run)| &run.intervals);
     let counts = Counts::sum(all.map(|logged| &logged.interval.counts));
     let mut report = Report::derive(start, counts, covered(spans));
+    let intervals_of = || runs.iter().flat_map(|(_, run)| &run.intervals);
+    report.jitter_ns = mean_jitter(
+        intervals_of().map(|logged| (logged.interval.jitter_ns, logged.interval.counts.requests)),
+    );
+    report.first_corruption = intervals_of().find_map(|logged| logged.interval.first_corruption);
     report.runs = runs.len() as u64;
     report.intervals = intervals;
     report.send_lag_max_ns = lag;

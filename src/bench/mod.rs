@@ -17,9 +17,10 @@ mod record;
 pub mod report;
 mod schedule;
 
+pub use datagram::HEADER as DATAGRAM_HEADER;
 pub use load::run;
 pub use record::Latencies;
-pub use report::{Counts, Event, Interval, Latency, Load, Report, Start, SCHEMA};
+pub use report::{CorruptEcho, Counts, Event, Interval, Latency, Load, Report, Start, SCHEMA};
 
 use crate::net::BUILD;
 use crate::proxy::ClientHeader;
@@ -79,6 +80,9 @@ pub struct Plan {
     /// A PROXY protocol header each TCP connection sends first, for a
     /// server that expects one.
     pub proxy: Option<ClientHeader>,
+    /// UDP: how long a datagram waits for its echo before it counts as
+    /// lost; `None`: a timeout that follows the round trips measured.
+    pub loss_timeout: Option<Duration>,
 }
 
 impl Plan {
@@ -96,6 +100,14 @@ impl Plan {
             (
                 self.connect_rate.is_some() && self.mode == Mode::Connect,
                 "connect mode paces its connections with --rate, not --connect-rate",
+            ),
+            (
+                self.udp && self.size < datagram::HEADER,
+                "a UDP datagram is at least 8 bytes: its sequence number",
+            ),
+            (
+                self.loss_timeout.is_some_and(|timeout| timeout.is_zero()),
+                "a loss timeout lasts longer than zero",
             ),
             (
                 self.udp && self.proxy.is_some(),
@@ -143,6 +155,7 @@ impl Plan {
             connect_rate: self.connect_rate,
             bind: self.bind.clone(),
             reset: self.reset,
+            loss_timeout_ns: self.loss_timeout.filter(|_| self.udp).map(report::nanos),
             warmup_ns: report::nanos(self.warmup),
             duration_ns: report::nanos(self.duration),
             interval_ns: report::nanos(self.interval),
@@ -196,7 +209,8 @@ pub enum Error {
     Plan(&'static str),
     /// The network failed (a refused connection is reported so).
     Io(io::Error),
-    /// An echoed byte differed from the byte sent.
+    /// An echoed byte differed from the byte sent (TCP; over UDP a
+    /// corrupted echo is counted, not fatal).
     Mismatch(BenchMismatch),
     /// Not one echo came back: the run measured nothing.
     NoEcho {

@@ -1,7 +1,7 @@
 //! What the flows measure, an interval at a time: counts and latency
 //! histograms, added into the run's totals as each interval ends.
 
-use super::report::{nanos, Counts, Interval, Latency, LATE};
+use super::report::{mean_jitter, nanos, CorruptEcho, Counts, Interval, Latency, LATE};
 use hdrhistogram::Histogram;
 use std::time::Duration;
 
@@ -48,6 +48,11 @@ pub(super) struct Recorder {
     counts: Counts,
     lag_max: Option<u64>,
     latencies: Latencies,
+    /// The sockets' jitter estimates at each echo of the interval, summed,
+    /// and how many there were.
+    jitter_sum_ns: f64,
+    jitter_samples: u64,
+    first_corruption: Option<CorruptEcho>,
     open_loop: bool,
     /// Totals of the intervals ended since the last [`Recorder::restart`].
     pub totals: Counts,
@@ -57,6 +62,10 @@ pub(super) struct Recorder {
     pub total_lag_max: Option<u64>,
     /// How many ended.
     pub intervals: u64,
+    /// Their jitter and echoes.
+    jitters: Vec<(Option<u64>, u64)>,
+    /// Their first corrupted echo.
+    pub total_first_corruption: Option<CorruptEcho>,
 }
 
 impl Recorder {
@@ -70,11 +79,16 @@ impl Recorder {
             counts,
             lag_max: None,
             latencies: Latencies::empty(),
+            jitter_sum_ns: 0.0,
+            jitter_samples: 0,
+            first_corruption: None,
             open_loop,
             totals: counts,
             total_latencies: Latencies::empty(),
             total_lag_max: None,
             intervals: 0,
+            jitters: Vec::new(),
+            total_first_corruption: None,
         }
     }
 
@@ -111,6 +125,38 @@ impl Recorder {
     /// Datagrams were given up on.
     pub(super) fn lost(&mut self, n: u64) {
         self.counts.lost += n;
+    }
+
+    /// An echo came back after its datagram was counted lost.
+    pub(super) fn late_echo(&mut self) {
+        self.counts.late_echoes += 1;
+    }
+
+    /// A datagram was echoed again.
+    pub(super) fn duplicate(&mut self) {
+        self.counts.duplicates += 1;
+    }
+
+    /// An echo came back after a later datagram's.
+    pub(super) fn reordered(&mut self) {
+        self.counts.reordered += 1;
+    }
+
+    /// An echo differed from its datagram.
+    pub(super) fn corrupted(&mut self, corrupt: CorruptEcho) {
+        self.counts.corrupted += 1;
+        self.first_corruption.get_or_insert(corrupt);
+    }
+
+    /// A socket's jitter estimate after an echo, in nanoseconds.
+    pub(super) fn jitter(&mut self, ns: f64) {
+        self.jitter_sum_ns += ns;
+        self.jitter_samples += 1;
+    }
+
+    /// The jitter of the run so far: the intervals' mean.
+    pub(super) fn total_jitter(&self) -> Option<u64> {
+        mean_jitter(self.jitters.iter().copied())
     }
 
     /// A connection was opened.
@@ -151,6 +197,9 @@ impl Recorder {
             send_lag_max_ns: self.lag_max,
             corrected: Latency::of(&self.latencies.corrected),
             uncorrected: Latency::of(&self.latencies.uncorrected),
+            jitter_ns: (self.jitter_samples > 0)
+                .then(|| (self.jitter_sum_ns / self.jitter_samples as f64) as u64),
+            first_corruption: self.first_corruption,
         };
         let observed = observe(&interval, &self.latencies);
         match self.intervals {
@@ -160,6 +209,11 @@ impl Recorder {
         self.total_latencies.add(&self.latencies);
         self.total_lag_max = self.total_lag_max.max(self.lag_max);
         self.intervals += 1;
+        self.jitters.push((interval.jitter_ns, counts.requests));
+        self.total_first_corruption = self.total_first_corruption.or(self.first_corruption);
+        self.jitter_sum_ns = 0.0;
+        self.jitter_samples = 0;
+        self.first_corruption = None;
         self.counts = Counts {
             scheduled: counts.scheduled.map(|_| 0),
             ..Counts::default()

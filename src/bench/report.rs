@@ -14,8 +14,10 @@ use std::ops::AddAssign;
 use std::time::Duration;
 
 /// The version of the JSON events and of the histogram log's metadata;
-/// raised when a field changes meaning or goes away.
-pub const SCHEMA: u32 = 1;
+/// raised when a field changes meaning or goes away (2: `lost` follows
+/// the path's round trips rather than a fixed 200 ms, and UDP runs count
+/// duplicates, reordering, corruption and late echoes, and measure jitter).
+pub const SCHEMA: u32 = 2;
 
 /// How messages are paced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,8 +77,21 @@ pub struct Counts {
     pub connections_opened: u64,
     /// Connections that failed (reset, closed early) and were reopened.
     pub errors: u64,
-    /// Datagrams whose echo did not come back within 200 ms (UDP).
+    /// Datagrams whose echo did not come back within the loss timeout
+    /// (UDP).
     pub lost: u64,
+    /// Echoes of a datagram that came back after it was counted lost, or
+    /// too long after it was sent to tell (UDP).
+    pub late_echoes: u64,
+    /// Echoes of a datagram already echoed (UDP).
+    pub duplicates: u64,
+    /// Echoes that came back after the echo of a later datagram of their
+    /// socket (UDP; RFC 4737's reordered packets, iperf3's
+    /// `out_of_order`).
+    pub reordered: u64,
+    /// Echoes that differ from the datagram sent (UDP; a TCP run ends at
+    /// the first).
+    pub corrupted: u64,
     /// CPU time the load generator used; `null` where the host cannot
     /// tell (the wasm build: WASI 0.2 has no getrusage).
     pub cpu_ns: Option<u64>,
@@ -110,8 +125,36 @@ impl AddAssign<&Counts> for Counts {
         self.connections_opened += other.connections_opened;
         self.errors += other.errors;
         self.lost += other.lost;
+        self.late_echoes += other.late_echoes;
+        self.duplicates += other.duplicates;
+        self.reordered += other.reordered;
+        self.corrupted += other.corrupted;
         self.cpu_ns = add(self.cpu_ns, other.cpu_ns);
     }
+}
+
+/// An echoed datagram that differed from the one sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorruptEcho {
+    /// The socket's connection slot.
+    pub connection: u64,
+    /// The datagram it was the echo of; `null` when too little of it was
+    /// left to tell.
+    pub message: Option<u64>,
+    /// The first offset at which it differed.
+    pub offset: u64,
+}
+
+/// The mean of the jitter of intervals, each weighted by its echoes.
+pub(super) fn mean_jitter(intervals: impl IntoIterator<Item = (Option<u64>, u64)>) -> Option<u64> {
+    let (mut sum, mut echoes) = (0u128, 0u128);
+    for (jitter, requests) in intervals {
+        if let Some(jitter) = jitter {
+            sum += u128::from(jitter) * u128::from(requests);
+            echoes += u128::from(requests);
+        }
+    }
+    (echoes > 0).then(|| u64::try_from(sum / echoes).unwrap_or(u64::MAX))
 }
 
 /// One `--interval` of a run (the `interval` event).
@@ -135,6 +178,11 @@ pub struct Interval {
     /// Latency from each message's write (in connect mode, from the
     /// connect).
     pub uncorrected: Option<Latency>,
+    /// UDP: the round trips' jitter (RFC 3550's estimate, kept per
+    /// socket), the mean over the interval's echoes; `null` over TCP.
+    pub jitter_ns: Option<u64>,
+    /// UDP: the interval's first corrupted echo.
+    pub first_corruption: Option<CorruptEcho>,
 }
 
 /// Every parameter of a run (the `start` event).
@@ -171,6 +219,8 @@ pub struct Start {
     pub bind: Vec<IpAddr>,
     /// Connect mode: connections closed with a reset.
     pub reset: bool,
+    /// UDP: `--loss-timeout`; `null` when it adapts to the round trips.
+    pub loss_timeout_ns: Option<u64>,
     /// Load before the measurement, excluded from every figure.
     pub warmup_ns: u64,
     /// How long the measurement lasts.
@@ -207,6 +257,11 @@ pub struct Report {
     pub corrected: Option<Latency>,
     /// Latency from each message's write (connect mode: from the connect).
     pub uncorrected: Option<Latency>,
+    /// UDP: the round trips' jitter, the mean of the intervals' weighted by
+    /// their echoes.
+    pub jitter_ns: Option<u64>,
+    /// UDP: the first corrupted echo.
+    pub first_corruption: Option<CorruptEcho>,
     /// From the start until `connections` connections had each written a
     /// byte (the slowest run's, when merged).
     pub connected_ns: Option<u64>,
@@ -235,6 +290,8 @@ impl Report {
             send_lag_max_ns: None,
             corrected: None,
             uncorrected: None,
+            jitter_ns: None,
+            first_corruption: None,
             connected_ns: None,
             cpu_s_per_1k_requests: cpu
                 .filter(|_| counts.requests > 0)
@@ -349,9 +406,27 @@ impl fmt::Display for Report {
         };
         writeln!(
             f,
-            "  {} connections opened{connected}, {} errors, {} datagrams lost",
-            c.connections_opened, c.errors, c.lost
+            "  {} connections opened{connected}, {} errors",
+            c.connections_opened, c.errors
         )?;
+        if s.protocol == "udp" {
+            let jitter = self
+                .jitter_ns
+                .map_or("-".to_owned(), |ns| Took(ns).to_string());
+            writeln!(f, "  datagrams: {}, jitter {jitter}", Path(c))?;
+        }
+        if let Some(CorruptEcho {
+            connection,
+            message,
+            offset,
+        }) = self.first_corruption
+        {
+            let message = message.map_or("unknown".to_owned(), |m| m.to_string());
+            writeln!(
+                f,
+                "  the first corrupted echo: connection {connection}, message {message}, from offset {offset}"
+            )?;
+        }
         match (c.cpu_ns, self.cpu_s_per_1k_requests, self.cpu_cores) {
             (Some(ns), per_1k, Some(cores)) => write!(
                 f,
@@ -388,7 +463,25 @@ impl fmt::Display for Interval {
                 Took(l.max_ns)
             )?;
         }
-        write!(f, "  {} errors  {} open", c.errors, self.connections_open)
+        write!(f, "  {} errors  {} open", c.errors, self.connections_open)?;
+        if let Some(jitter) = self.jitter_ns {
+            write!(f, "  {}  jitter {}", Path(c), Took(jitter))?;
+        }
+        Ok(())
+    }
+}
+
+/// What the path did to a run's datagrams, in a line.
+pub struct Path<'a>(pub &'a Counts);
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.0;
+        write!(
+            f,
+            "{} lost ({} echoed late), {} duplicated, {} reordered, {} corrupted",
+            c.lost, c.late_echoes, c.duplicates, c.reordered, c.corrupted
+        )
     }
 }
 

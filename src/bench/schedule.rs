@@ -53,14 +53,6 @@ impl Spread {
     pub(super) fn at(&self, slot: u64, message: u64) -> Duration {
         self.schedule.at(slot + message * self.slots)
     }
-
-    /// How many messages one slot sends in `span`.
-    pub(super) fn per_slot_within(&self, span: Duration) -> u64 {
-        let messages = u128::from(self.schedule.rate) * span.as_nanos()
-            / NANOS_PER_SEC
-            / u128::from(self.slots.max(1));
-        u64::try_from(messages).unwrap_or(u64::MAX)
-    }
 }
 
 #[cfg(test)]

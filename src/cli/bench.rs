@@ -4,6 +4,7 @@ use super::{parse_seconds, parse_seconds_or_zero, usage_error, EXIT_CODES};
 use anyhow::Context;
 use clap::Args;
 use echokit::bench::log::LogWriter;
+use echokit::bench::report::{Path, Took};
 use echokit::bench::{self, Counts, Event, Interval, Latencies, Mode, Plan, Report};
 use echokit::clock::MonotonicClock;
 use echokit::net::{self, HostPort, Job, Network, Protocol};
@@ -90,10 +91,19 @@ pub(super) struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     histogram_log: Option<PathBuf>,
 
-    /// Echo UDP datagrams of --size bytes (pingpong only); a datagram not
-    /// back within 200 ms counts as lost.
+    /// Echo UDP datagrams of --size bytes (at least 8: each begins with its
+    /// sequence number; pingpong only), and count what the path did to
+    /// them: lost, duplicated, reordered, corrupted, echoed late, and the
+    /// round trips' jitter.
     #[arg(long)]
     udp: bool,
+
+    /// With --udp: a datagram not echoed within SECS counts as lost.
+    /// Default: twice the smoothed round trip plus four times its
+    /// variation (as TCP's retransmission timeout), 0.2 s to 10 s, 1 s
+    /// before the first echo.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, requires = "udp")]
+    loss_timeout: Option<Duration>,
 
     /// In connect mode, close each connection with a reset (SO_LINGER 0)
     /// instead of a FIN, so that this machine's ports do not pile up in
@@ -119,6 +129,7 @@ pub(super) struct BenchArgs {
 pub(super) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let misuse = [
         (args.udp && args.mode != Mode::Pingpong, "--udp benchmarks support --mode pingpong only"),
+        (args.udp && (args.size as usize) < bench::DATAGRAM_HEADER, "--udp needs --size 8 or more: each datagram begins with its 8-byte sequence number"),
         (args.reset && args.mode != Mode::Connect, "--reset applies to --mode connect only"),
         (args.rate.is_some() && args.mode == Mode::Stream, "--rate applies to --mode pingpong and connect, not stream"),
         (args.connect_rate.is_some() && args.mode == Mode::Connect, "--connect-rate does not apply to --mode connect: --rate sets its connections per second"),
@@ -191,6 +202,7 @@ fn plan(args: &BenchArgs, addr: SocketAddr, bind: Vec<IpAddr>) -> Plan {
         connect_rate: args.connect_rate,
         bind,
         proxy: args.proxy.header(),
+        loss_timeout: args.loss_timeout,
     }
 }
 
@@ -295,13 +307,23 @@ fn print_event(event: &Event) -> io::Result<()> {
 }
 
 /// Warnings on stderr: a generator that may be the bottleneck, and (with
-/// JSON, which has no text to say it) writes behind the schedule.
+/// JSON, which has no text to say it) corrupted echoes and writes behind
+/// the schedule.
 fn warn(report: &Report, json: bool) {
     if let Some(cores) = report.cpu_cores.filter(|&cores| cores > BUSY) {
         eprintln!(
             "echokit: warning: the load generator used {:.0}% of a core on its one event loop: \
              it, not the server, may be the bottleneck",
             cores * 100.0
+        );
+    }
+    if let (Some(first), true) = (report.first_corruption, json) {
+        let message = first
+            .message
+            .map_or("unknown".to_owned(), |m| m.to_string());
+        eprintln!(
+            "echokit: warning: {} echoes differed from the datagram sent; the first: connection {}, message {message}, from offset {}",
+            report.counts.corrupted, first.connection, first.offset
         );
     }
     if let (Some(short), true) = (report.shortfall(), json) {
@@ -319,6 +341,7 @@ struct Progress {
     total: f64,
     counts: Counts,
     seconds: f64,
+    udp: bool,
 }
 
 impl Progress {
@@ -328,6 +351,7 @@ impl Progress {
             total: duration.as_secs_f64(),
             counts: Counts::default(),
             seconds: 0.0,
+            udp: args.udp,
         }
     }
 
@@ -346,6 +370,12 @@ impl Progress {
             self.counts.bytes as f64 / secs / (1024.0 * 1024.0),
             self.counts.errors
         );
+        if self.udp {
+            eprint!(" {} ", Path(&self.counts));
+            if let Some(jitter) = interval.jitter_ns {
+                eprint!(" jitter {} ", Took(jitter));
+            }
+        }
     }
 
     fn done(&self) {

@@ -3,12 +3,14 @@
 //! ([`paths`], [`wasm`]), the runtimes that run the component
 //! ([`runtime`]), how to run a build ([`target`]), their processes
 //! ([`process`]), what they cost ([`procfs`], [`limits`]), the bytes they
-//! are sent ([`payload`]), plain `std::net` round trips ([`net`]), and
-//! `echokit bench` runs ([`bench`]).
+//! are sent ([`payload`]), plain `std::net` round trips ([`net`]),
+//! `echokit bench` runs ([`bench`]) and impaired paths to a server
+//! ([`impair`]).
 //!
 //! It runs on the host only (Linux: it reads /proc and sets rlimits).
 
 pub mod bench;
+pub mod impair;
 pub mod limits;
 pub mod net;
 pub mod paths;

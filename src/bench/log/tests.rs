@@ -1,5 +1,5 @@
 use super::*;
-use crate::bench::{Mode, Plan};
+use crate::bench::{CorruptEcho, Mode, Plan};
 use std::net::SocketAddr;
 
 /// An open-loop run's parameters.
@@ -19,12 +19,15 @@ fn start(size: usize) -> Start {
         connect_rate: None,
         bind: Vec::new(),
         proxy: None,
+        loss_timeout: None,
     }
     .start("test")
 }
 
 /// Interval `index` of one second, whose echoes took `values` ns after
-/// their write and 1 ms more after their schedule.
+/// their write and 1 ms more after their schedule, with `index` µs more
+/// jitter than the last, and a datagram of each fate (interval 1 the
+/// first corrupted).
 fn interval(index: u64, values: &[u64]) -> (Interval, Latencies) {
     let mut latencies = Latencies::empty();
     for &value in values {
@@ -42,12 +45,23 @@ fn interval(index: u64, values: &[u64]) -> (Interval, Latencies) {
             sent: n,
             scheduled: Some(n + 1),
             cpu_ns: Some(1000),
+            lost: index,
+            late_echoes: 1,
+            duplicates: index + 1,
+            reordered: 2 * index,
+            corrupted: u64::from(index >= 1),
             ..Counts::default()
         },
         connections_open: 2,
         send_lag_max_ns: Some(index),
         corrected: Latency::of(&latencies.corrected),
         uncorrected: Latency::of(&latencies.uncorrected),
+        jitter_ns: Some(1000 * (index + 1)),
+        first_corruption: (index >= 1).then_some(CorruptEcho {
+            connection: 1,
+            message: Some(index),
+            offset: 9,
+        }),
     };
     (interval, latencies)
 }
@@ -96,6 +110,18 @@ fn a_log_reads_back_with_the_same_counts_and_percentiles() {
     assert_eq!(report.counts.cpu_ns, Some(4000));
     assert_eq!(report.measured_ns, 4_000_000_000);
     assert_eq!(report.send_lag_max_ns, Some(3));
+    let c = &report.counts;
+    let fates = (
+        c.lost,
+        c.late_echoes,
+        c.duplicates,
+        c.reordered,
+        c.corrupted,
+    );
+    assert_eq!(fates, (6, 4, 10, 12, 3));
+    // 3, 2, 5 and 1 echoes at 1, 2, 3 and 4 µs.
+    assert_eq!(report.jitter_ns, Some(26_000 / 11));
+    assert_eq!(report.first_corruption.and_then(|c| c.message), Some(1));
 }
 
 #[test]
@@ -108,6 +134,8 @@ fn two_halves_merge_into_the_whole() {
     assert_eq!(halves.corrected, whole.corrected);
     assert_eq!(halves.uncorrected, whole.uncorrected);
     assert_eq!(halves.counts, whole.counts);
+    assert_eq!(halves.jitter_ns, whole.jitter_ns);
+    assert_eq!(halves.first_corruption, whole.first_corruption);
     assert_eq!(halves.measured_ns, whole.measured_ns);
     assert_eq!(halves.runs, 2);
     assert_eq!(halves.start.connections, 4);
